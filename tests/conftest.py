@@ -1,0 +1,10 @@
+"""Shared fixtures: real etcd and real MariaDB servers on loopback, started by our own launcher.
+
+Fixture modules are split by the server they start so that each stays small; they are loaded
+here as plugins.
+"""
+
+pytest_plugins = [
+    "tests.fixtures_etcd",
+    "tests.fixtures_mysql",
+]
