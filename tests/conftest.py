@@ -8,3 +8,9 @@ pytest_plugins = [
     "tests.fixtures_etcd",
     "tests.fixtures_mysql",
 ]
+
+
+def pytest_configure() -> None:
+    from orchestrator.logs import configure_logging
+
+    configure_logging(json=False, level="info")

@@ -1,0 +1,161 @@
+"""Shard locks against a real etcd: waiting, timeouts naming the holder, dead holders, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from topo.errors import LockLostError, LockTimeoutError, NotLockedError
+from topo.lock import ShardLock
+from topo.records import Keyspace, Shard
+from topo.store import TopoStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+async def make_shard(topo: TopoStore) -> None:
+    await topo.create_keyspace(Keyspace(name="commerce"))
+    await topo.create_shard(Shard(keyspace="commerce", name="0"))
+
+
+def set_primary(alias: str):  # type: ignore[no-untyped-def]
+    return lambda s: dataclasses.replace(s, primary_alias=alias)
+
+
+async def test_second_locker_gets_the_lock_as_soon_as_the_first_releases(topo: TopoStore) -> None:
+    await make_shard(topo)
+    first = ShardLock(topo, "commerce", "0", action="First")
+    await first.acquire()
+    got_at: list[float] = []
+
+    async def second() -> None:
+        async with ShardLock(topo, "commerce", "0", action="Second", timeout=10):
+            got_at.append(time.monotonic())
+
+    waiter = asyncio.create_task(second())
+    await asyncio.sleep(0.5)
+    assert not got_at, "second locker must wait while the first holds the lock"
+    released_at = time.monotonic()
+    await first.release()
+    await asyncio.wait_for(waiter, 5)
+    handover = got_at[0] - released_at
+    print(f"lock handover after release: {handover * 1000:.1f} ms")
+    assert handover < 0.25
+
+
+async def test_lock_timeout_names_the_holder_and_its_action(topo: TopoStore) -> None:
+    await make_shard(topo)
+    async with ShardLock(topo, "commerce", "0", action="PlannedReparentShard", workflow_id="wf-1"):
+        start = time.monotonic()
+        with pytest.raises(LockTimeoutError) as err:
+            async with ShardLock(
+                topo, "commerce", "0", action="EmergencyReparentShard", timeout=0.5
+            ):
+                pass
+        assert 0.5 <= time.monotonic() - start < 2.0
+    msg = str(err.value)
+    assert "PlannedReparentShard" in msg and topo.instance_id in msg and "wf-1" in msg
+    assert err.value.holder.action == "PlannedReparentShard"  # type: ignore[attr-defined]
+
+
+async def test_list_locks_shows_holder_and_force_unlock_is_audited(topo: TopoStore) -> None:
+    await make_shard(topo)
+    async with ShardLock(topo, "commerce", "0", action="PlannedReparentShard") as lock:
+        (info,) = await topo.list_locks()
+        assert info.action == "PlannedReparentShard" and info.holder_pid == os.getpid()
+        assert info.create_revision == lock.fence.create_revision
+    assert await topo.list_locks() == []
+    with pytest.raises(NotLockedError):
+        await topo.force_unlock("commerce", "0", reason="test", by="tester")
+
+
+@pytest.mark.slow
+async def test_lock_of_a_sigkilled_holder_is_released_within_the_lease_ttl(topo: TopoStore) -> None:
+    await make_shard(topo)
+    ttl = 2
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.lock_holder", topo.kv.endpoint, topo.root,
+         "commerce", "0", str(ttl)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 15)
+        assert line.strip() == "locked"
+        (info,) = await topo.list_locks()
+        assert info.holder_pid == holder.pid
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        killed_at = time.monotonic()
+        async with ShardLock(topo, "commerce", "0", action="AfterKill", timeout=ttl + 5):
+            waited = time.monotonic() - killed_at
+        print(f"lock free {waited:.2f}s after SIGKILL of its holder (ttl {ttl}s)")
+        assert waited <= ttl + 1.0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+async def test_fenced_write_after_force_unlock_is_refused_and_holder_is_stopped(
+    topo: TopoStore,
+) -> None:
+    await make_shard(topo)
+    operator = TopoStore([topo.kv.endpoint], root=topo.root, instance_id="operator")
+    lock = ShardLock(topo, "commerce", "0", action="PlannedReparentShard", ttl=2)
+    try:
+        await lock.acquire()
+        await topo.update_shard_fields("commerce", "0", set_primary("zone1-101"), fence=lock.fence)
+        await operator.force_unlock("commerce", "0", reason="holder is stuck", by="oncall")
+        with pytest.raises(LockLostError):
+            await topo.update_shard_fields(
+                "commerce", "0", set_primary("zone1-102"), fence=lock.fence
+            )
+        assert (await topo.get_shard("commerce", "0")).primary_alias == "zone1-101"
+        # Someone else takes the lock: the old fence still must not work.
+        async with ShardLock(operator, "commerce", "0", action="Other"):
+            with pytest.raises(LockLostError):
+                await topo.update_shard_fields(
+                    "commerce", "0", set_primary("zone1-103"), fence=lock.fence
+                )
+        (entry,) = await topo.list_audit()
+        assert entry["action"] == "UnlockShard" and entry["by"] == "oncall"
+    finally:
+        await lock.release()
+        await operator.close()
+
+
+@pytest.mark.slow
+async def test_holder_whose_lease_is_revoked_is_cancelled_with_lock_lost(topo: TopoStore) -> None:
+    await make_shard(topo)
+    operator = TopoStore([topo.kv.endpoint], root=topo.root, instance_id="operator")
+    steps: list[str] = []
+
+    async def workflow() -> None:
+        async with ShardLock(topo, "commerce", "0", action="LongWorkflow", ttl=1):
+            steps.append("locked")
+            await asyncio.sleep(30)
+            steps.append("side effect after lease loss")
+
+    task = asyncio.create_task(workflow())
+    try:
+        while not steps:
+            await asyncio.sleep(0.01)
+        info = await topo.get_lock("commerce", "0")
+        assert info is not None
+        await operator.kv.revoke_lease(info.lease_id)
+        start = time.monotonic()
+        with pytest.raises(LockLostError):
+            await asyncio.wait_for(task, 5)
+        print(f"holder stopped {time.monotonic() - start:.2f}s after its lease was revoked")
+        assert steps == ["locked"]
+    finally:
+        task.cancel()
+        await operator.close()

@@ -1,0 +1,414 @@
+"""The topology store: typed records in etcd, every update compare-and-swap.
+
+Interface contract (what callers may rely on):
+
+- Reads return immutable records carrying the revision they were read at.
+- `create_*` is create-if-absent; `update_*` is compare-and-swap on that revision and raises
+  `BadVersionError` if someone wrote in between; `update_*_fields(fn)` wraps the read-modify-write
+  loop so a concurrent writer costs a retry, never a lost update.
+- Writes made under a shard lock pass the lock's `Fence` and are refused (`LockLostError`) once
+  the lock is no longer ours.
+- Every call finishes within the store's operation timeout or raises `TopoUnavailableError`.
+
+Key layout under the root (default `/vt`):
+
+    global/keyspaces/<ks>/Keyspace
+    global/keyspaces/<ks>/shards/<shard>/Shard
+    global/keyspaces/<ks>/shards/<shard>/lock
+    global/workflows/<id>
+    global/audit/<time_ns>
+    cells/<cell>/tablets/<cell>-<uid>/Tablet
+    cells/<cell>/serving/<ks>
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
+
+from topo.alias import TabletAlias, check_cell, check_keyspace, check_shard
+from topo.errors import (
+    BadVersionError,
+    InvalidArgumentError,
+    NodeExistsError,
+    NoNodeError,
+    NotLockedError,
+    TopoError,
+)
+from topo.kv import EtcdKV, Fence, KeyValue
+from topo.records import (
+    Keyspace,
+    LockInfo,
+    Record,
+    ServingEndpoint,
+    Shard,
+    ShardServing,
+    SrvKeyspace,
+    Tablet,
+    TabletType,
+    WorkflowRecord,
+)
+
+R = TypeVar("R", bound=Record)
+
+CAS_RETRIES = 50
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class TopoStore:
+    """Records of keyspaces, shards, tablets, serving graphs, locks and workflows in etcd."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        root: str = "/vt",
+        op_timeout: float = 5.0,
+        instance_id: str | None = None,
+        lock_ttl: int = 10,
+    ) -> None:
+        if not root.startswith("/") or root.endswith("/"):
+            raise InvalidArgumentError(f"topology root must start and not end with '/': {root!r}")
+        self.kv = EtcdKV(endpoints, op_timeout=op_timeout)
+        self.root = root
+        self.instance_id = instance_id or default_instance_id()
+        self.lock_ttl = lock_ttl
+
+    async def close(self) -> None:
+        await self.kv.close()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def keyspace_key(self, ks: str) -> str:
+        return f"{self.root}/global/keyspaces/{check_keyspace(ks)}/Keyspace"
+
+    def shard_key(self, ks: str, shard: str) -> str:
+        return (
+            f"{self.root}/global/keyspaces/{check_keyspace(ks)}/shards/{check_shard(shard)}/Shard"
+        )
+
+    def lock_key(self, ks: str, shard: str) -> str:
+        return f"{self.root}/global/keyspaces/{check_keyspace(ks)}/shards/{check_shard(shard)}/lock"
+
+    def tablet_key(self, alias: str | TabletAlias) -> str:
+        a = alias if isinstance(alias, TabletAlias) else TabletAlias.parse(alias)
+        return f"{self.root}/cells/{a.cell}/tablets/{a}/Tablet"
+
+    def srv_keyspace_key(self, cell: str, ks: str) -> str:
+        return f"{self.root}/cells/{check_cell(cell)}/serving/{check_keyspace(ks)}"
+
+    def workflow_key(self, wf_id: str) -> str:
+        if not wf_id or "/" in wf_id:
+            raise InvalidArgumentError(f"malformed workflow id {wf_id!r}")
+        return f"{self.root}/global/workflows/{wf_id}"
+
+    # -- generic record operations -------------------------------------------------------
+
+    async def _get(self, key: str, cls: type[R], what: str) -> R:
+        kv = await self.kv.get(key)
+        if kv is None:
+            raise NoNodeError(what)
+        return cls.from_json(kv.value, revision=kv.mod_revision)
+
+    async def _create(self, key: str, rec: R, fence: Fence | None = None) -> R:
+        kv = await self.kv.create(key, rec.to_json(), fence=fence)
+        return rec.with_revision(kv.mod_revision)
+
+    async def _update(self, key: str, rec: R, fence: Fence | None = None) -> R:
+        if rec.revision <= 0:
+            raise InvalidArgumentError(f"update of {key} needs a record read from the store")
+        kv = await self.kv.update(key, rec.to_json(), rec.revision, fence=fence)
+        return rec.with_revision(kv.mod_revision)
+
+    async def _update_fields(
+        self,
+        key: str,
+        cls: type[R],
+        what: str,
+        fn: Callable[[R], R | None],
+        fence: Fence | None = None,
+    ) -> R:
+        """Read, apply `fn`, compare-and-swap; on conflict start over from a fresh read.
+
+        `fn` returns the new record, or None when nothing needs to change (no write then).
+        """
+        for _ in range(CAS_RETRIES):
+            current = await self._get(key, cls, what)
+            new = fn(current)
+            if new is None or new == current:
+                return current
+            try:
+                return await self._update(key, new.with_revision(current.revision), fence)
+            except BadVersionError:
+                continue
+        raise BadVersionError(what, -1)
+
+    async def _list(self, prefix: str, suffix: str, cls: type[R]) -> list[R]:
+        return [
+            cls.from_json(kv.value, revision=kv.mod_revision)
+            for kv in await self.kv.get_prefix(prefix)
+            if kv.key.endswith(suffix)
+        ]
+
+    # -- keyspaces -----------------------------------------------------------------------
+
+    async def create_keyspace(self, ks: Keyspace) -> Keyspace:
+        return await self._create(self.keyspace_key(ks.name), ks)
+
+    async def get_keyspace(self, name: str) -> Keyspace:
+        return await self._get(self.keyspace_key(name), Keyspace, f"keyspace {name}")
+
+    async def list_keyspaces(self) -> list[Keyspace]:
+        return await self._list(f"{self.root}/global/keyspaces/", "/Keyspace", Keyspace)
+
+    async def update_keyspace_fields(
+        self, name: str, fn: Callable[[Keyspace], Keyspace | None]
+    ) -> Keyspace:
+        return await self._update_fields(self.keyspace_key(name), Keyspace, f"keyspace {name}", fn)
+
+    # -- shards --------------------------------------------------------------------------
+
+    async def create_shard(self, shard: Shard) -> Shard:
+        await self.get_keyspace(shard.keyspace)
+        if "-" in shard.name and not (shard.key_range_start or shard.key_range_end):
+            start, end = shard.name.split("-")
+            shard = Shard.from_dict(
+                {**shard.to_dict(), "key_range_start": start, "key_range_end": end}
+            )
+        return await self._create(self.shard_key(shard.keyspace, shard.name), shard)
+
+    async def get_shard(self, ks: str, shard: str) -> Shard:
+        return await self._get(self.shard_key(ks, shard), Shard, f"shard {ks}/{shard}")
+
+    async def list_shards(self, ks: str) -> list[Shard]:
+        await self.get_keyspace(ks)
+        prefix = f"{self.root}/global/keyspaces/{check_keyspace(ks)}/shards/"
+        return await self._list(prefix, "/Shard", Shard)
+
+    async def update_shard(self, shard: Shard, fence: Fence | None = None) -> Shard:
+        return await self._update(self.shard_key(shard.keyspace, shard.name), shard, fence)
+
+    async def update_shard_fields(
+        self, ks: str, shard: str, fn: Callable[[Shard], Shard | None], fence: Fence | None = None
+    ) -> Shard:
+        return await self._update_fields(
+            self.shard_key(ks, shard), Shard, f"shard {ks}/{shard}", fn, fence
+        )
+
+    # -- tablets -------------------------------------------------------------------------
+
+    async def create_tablet(self, tablet: Tablet) -> Tablet:
+        await self.get_shard(tablet.keyspace, tablet.shard)
+        return await self._create(self.tablet_key(tablet.alias), tablet)
+
+    async def get_tablet(self, alias: str | TabletAlias) -> Tablet:
+        return await self._get(self.tablet_key(alias), Tablet, f"tablet {alias}")
+
+    async def update_tablet(self, tablet: Tablet, fence: Fence | None = None) -> Tablet:
+        return await self._update(self.tablet_key(tablet.alias), tablet, fence)
+
+    async def update_tablet_fields(
+        self, alias: str, fn: Callable[[Tablet], Tablet | None], fence: Fence | None = None
+    ) -> Tablet:
+        return await self._update_fields(
+            self.tablet_key(alias), Tablet, f"tablet {alias}", fn, fence
+        )
+
+    async def delete_tablet(self, alias: str) -> None:
+        try:
+            await self.kv.delete(self.tablet_key(alias))
+        except NoNodeError:
+            raise NoNodeError(f"tablet {alias}") from None
+
+    async def list_cells(self) -> list[str]:
+        kvs = await self.kv.get_prefix(f"{self.root}/cells/")
+        prefix_len = len(f"{self.root}/cells/")
+        return sorted({kv.key[prefix_len:].split("/", 1)[0] for kv in kvs})
+
+    async def list_tablets(
+        self,
+        *,
+        keyspace: str | None = None,
+        shard: str | None = None,
+        cell: str | None = None,
+        type: TabletType | None = None,
+    ) -> list[Tablet]:
+        """All tablets matching the filters, sorted by alias."""
+        cells = [check_cell(cell)] if cell else await self.list_cells()
+        out: list[Tablet] = []
+        for c in cells:
+            out.extend(await self._list(f"{self.root}/cells/{c}/tablets/", "/Tablet", Tablet))
+        return sorted(
+            (
+                t
+                for t in out
+                if (keyspace is None or t.keyspace == keyspace)
+                and (shard is None or t.shard == shard)
+                and (type is None or t.type == type)
+            ),
+            key=lambda t: t.tablet_alias,
+        )
+
+    async def shard_tablets(self, ks: str, shard: str) -> tuple[list[Tablet], list[str]]:
+        """The tablets of one shard, reading cell by cell; a cell that cannot be read is
+        reported (second item) rather than failing the whole read, as TER needs."""
+        tablets: list[Tablet] = []
+        unreadable: list[str] = []
+        for c in await self.list_cells():
+            try:
+                found = await self._list(f"{self.root}/cells/{c}/tablets/", "/Tablet", Tablet)
+            except TopoError:
+                unreadable.append(c)
+                continue
+            tablets.extend(t for t in found if t.keyspace == ks and t.shard == shard)
+        return sorted(tablets, key=lambda t: t.tablet_alias), unreadable
+
+    # -- serving graph -------------------------------------------------------------------
+
+    async def get_srv_keyspace(self, cell: str, ks: str) -> SrvKeyspace:
+        return await self._get(
+            self.srv_keyspace_key(cell, ks), SrvKeyspace, f"serving graph {cell}/{ks}"
+        )
+
+    async def rebuild_serving_graph(self, ks: str, fence: Fence | None = None) -> list[SrvKeyspace]:
+        """Recompute the serving graph of `ks` in every cell from Shard and Tablet records.
+
+        The graph is derived state, so rebuilding from the records is always correct; the
+        write is compare-and-swap so two rebuilds never interleave into a mixed graph.
+        """
+        shards = await self.list_shards(ks)
+        tablets = await self.list_tablets(keyspace=ks)
+        by_alias = {t.alias: t for t in tablets}
+        cells = sorted({t.cell for t in tablets})
+        out = []
+        for cell in cells:
+            graph = SrvKeyspace(
+                keyspace=ks,
+                cell=cell,
+                shards=tuple(_serving_shard(s, by_alias, tablets, cell) for s in shards),
+            )
+            out.append(await self._put_srv_keyspace(graph, fence))
+        return out
+
+    async def _put_srv_keyspace(self, graph: SrvKeyspace, fence: Fence | None) -> SrvKeyspace:
+        key = self.srv_keyspace_key(graph.cell, graph.keyspace)
+        for _ in range(CAS_RETRIES):
+            kv = await self.kv.get(key)
+            try:
+                if kv is None:
+                    return await self._create(key, graph, fence)
+                if SrvKeyspace.from_json(kv.value) == graph:
+                    return graph.with_revision(kv.mod_revision)
+                return await self._update(key, graph.with_revision(kv.mod_revision), fence)
+            except (BadVersionError, NodeExistsError):
+                continue
+        raise BadVersionError(f"serving graph {graph.cell}/{graph.keyspace}", -1)
+
+    async def watch_srv_keyspace(self, cell: str, ks: str) -> AsyncIterator[SrvKeyspace | None]:
+        """The current serving graph, then every new version of it as it changes (no polling).
+
+        Yields None while the graph does not exist.
+        """
+        key = self.srv_keyspace_key(cell, ks)
+        kv = await self.kv.get(key)
+        start = kv.mod_revision + 1 if kv else await self.kv.revision() + 1
+        yield SrvKeyspace.from_json(kv.value, revision=kv.mod_revision) if kv else None
+        async for ev in self.kv.watch(key, start_revision=start):
+            if ev.value is None:
+                yield None
+            else:
+                yield SrvKeyspace.from_json(ev.value, revision=ev.mod_revision)
+
+    # -- locks (see topo.lock for taking them) ---------------------------------------------
+
+    async def list_locks(self) -> list[LockInfo]:
+        """Every shard lock currently held, with its holder and action."""
+        kvs = await self.kv.get_prefix(f"{self.root}/global/keyspaces/")
+        return [_lock_info(kv) for kv in kvs if kv.key.endswith("/lock")]
+
+    async def get_lock(self, ks: str, shard: str) -> LockInfo | None:
+        kv = await self.kv.get(self.lock_key(ks, shard))
+        return _lock_info(kv) if kv else None
+
+    async def force_unlock(self, ks: str, shard: str, *, reason: str, by: str) -> LockInfo:
+        """Break a shard lock held by someone else (an operator's last resort); audited.
+
+        Revoking the holder's lease deletes the key, and the holder's next fenced write fails.
+        """
+        info = await self.get_lock(ks, shard)
+        if info is None:
+            raise NotLockedError(f"shard {ks}/{shard} is not locked")
+        if info.lease_id:
+            await self.kv.revoke_lease(info.lease_id)  # deletes the key with the lease
+        else:
+            with contextlib.suppress(NoNodeError, BadVersionError):
+                await self.kv.delete(self.lock_key(ks, shard), info.revision)
+        details = {"keyspace": ks, "shard": shard, "reason": reason, "by": by}
+        await self.audit("UnlockShard", {**details, "holder": info.to_dict()})
+        return info
+
+    # -- workflows and audit -------------------------------------------------------------
+
+    async def create_workflow(self, rec: WorkflowRecord) -> WorkflowRecord:
+        return await self._create(self.workflow_key(rec.id), rec)
+
+    async def get_workflow(self, wf_id: str) -> WorkflowRecord:
+        return await self._get(self.workflow_key(wf_id), WorkflowRecord, f"workflow {wf_id}")
+
+    async def update_workflow(
+        self, rec: WorkflowRecord, fence: Fence | None = None
+    ) -> WorkflowRecord:
+        return await self._update(self.workflow_key(rec.id), rec, fence)
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        recs = await self._list(f"{self.root}/global/workflows/", "", WorkflowRecord)
+        return sorted(recs, key=lambda r: r.created_at)
+
+    async def audit(self, action: str, details: dict[str, object]) -> None:
+        """Append an audit entry (operator actions that bypass safety, such as force unlock)."""
+        ts = time.time_ns()
+        body = json.dumps({"action": action, "time_ns": ts, **details}, sort_keys=True).encode()
+        await self.kv.create(f"{self.root}/global/audit/{ts:020d}", body)
+
+    async def list_audit(self) -> list[dict[str, object]]:
+        return [
+            json.loads(kv.value) for kv in await self.kv.get_prefix(f"{self.root}/global/audit/")
+        ]
+
+
+def _lock_info(kv: KeyValue) -> LockInfo:
+    info = LockInfo.from_json(kv.value, revision=kv.mod_revision)
+    return dataclasses.replace(info, create_revision=kv.create_revision, lease_id=kv.lease)
+
+
+def _endpoint(t: Tablet) -> ServingEndpoint:
+    return ServingEndpoint(alias=t.alias, host=t.mysql_host, port=t.mysql_port)
+
+
+def _serving_shard(
+    shard: Shard, by_alias: dict[str, Tablet], tablets: list[Tablet], cell: str
+) -> ShardServing:
+    primary = by_alias.get(shard.primary_alias) if shard.primary_alias else None
+    replicas = tuple(
+        _endpoint(t)
+        for t in tablets
+        if t.shard == shard.name and t.cell == cell and t.type == TabletType.REPLICA
+    )
+    return ShardServing(
+        name=shard.name,
+        key_range_start=shard.key_range_start,
+        key_range_end=shard.key_range_end,
+        primary=_endpoint(primary) if primary else None,
+        primary_serving=bool(primary) and shard.is_primary_serving,
+        replicas=replicas,
+    )
