@@ -137,17 +137,18 @@ async def test_holder_whose_lease_is_revoked_is_cancelled_with_lock_lost(topo: T
     await make_shard(topo)
     operator = TopoStore([topo.kv.endpoint], root=topo.root, instance_id="operator")
     steps: list[str] = []
+    locked = asyncio.Event()
 
     async def workflow() -> None:
         async with ShardLock(topo, "commerce", "0", action="LongWorkflow", ttl=1):
             steps.append("locked")
+            locked.set()
             await asyncio.sleep(30)
             steps.append("side effect after lease loss")
 
     task = asyncio.create_task(workflow())
     try:
-        while not steps:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(locked.wait(), 5)
         info = await topo.get_lock("commerce", "0")
         assert info is not None
         await operator.kv.revoke_lease(info.lease_id)
