@@ -7,6 +7,7 @@ here as plugins.
 pytest_plugins = [
     "tests.fixtures_etcd",
     "tests.fixtures_mysql",
+    "tests.fixtures_cluster",
 ]
 
 

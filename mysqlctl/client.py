@@ -1,0 +1,693 @@
+"""One MySQL/MariaDB server, as the orchestrator sees it: a connection and the replication
+operations built on it.
+
+A :class:`MysqlClient` keeps one connection open and reuses it: a planned reparent sends a few
+dozen statements to a handful of servers, and reconnecting each time would cost more than the
+statements. Use of that connection is serialized with an ``asyncio.Lock``. Waits that can last
+many seconds (``MASTER_GTID_WAIT``) run on a connection of their own, so a health check sharing
+the client is never stuck behind them.
+
+Nothing here may hang the caller: connecting is bounded by ``connect_timeout`` and every call by
+``query_timeout`` (or the call's own ``timeout``). A statement that runs over its deadline costs
+the connection (its state is unknown); the next call reconnects and first kills the abandoned
+statement on the server. A lost connection is re-established once, transparently, for reads and
+idempotent control statements; any other failure becomes a typed :mod:`mysqlctl.errors` error
+naming the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiomysql
+import pymysql
+
+from mysqlctl.errors import (
+    MysqlError,
+    MysqlServerError,
+    MysqlTimeoutError,
+    MysqlUnreachableError,
+    ReplicationError,
+    WaitTimeoutError,
+)
+from mysqlctl.flavor import Flavor, ReplicationStatus, ServerStatus, Statement, detect_flavor
+from mysqlctl.gtid import GtidParseError, Position
+
+__all__ = ["MysqlClient", "MysqlParams", "ReplicationStatus", "ServerStatus"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Connection = Any  # aiomysql ships no type information
+Work = Callable[[Connection, Flavor], Awaitable[T]]
+
+# Client-side error numbers that mean "this connection is gone", plus the server's own
+# "shutdown in progress" (1053) and MariaDB's "connection was killed" (1927).
+_LOST_CONNECTION_CODES = frozenset({2002, 2003, 2006, 2013, 2055, 1053, 1927})
+_UNKNOWN_THREAD = 1094
+# Extra time granted to a client-side deadline around a server-side wait, so that the server's
+# own timeout (which gives a clean answer) fires first.
+_WAIT_GRACE_S = 1.0
+_POLL_INTERVAL_S = 0.01
+
+
+class _Cursor(aiomysql.DictCursor):
+    """Rows as dicts, and server warnings left alone: aiomysql would fetch them with an extra
+    round trip and re-raise them as Python warnings (e.g. "Slave already has been stopped" on
+    every idempotent STOP SLAVE), which is noise for a control plane."""
+
+    async def _show_warnings(self, conn: Any) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MysqlParams:
+    """Where and as whom to connect. Timeouts are short: a control plane must learn quickly
+    that a server does not answer."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    connect_timeout: float = 1.0
+    query_timeout: float = 5.0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class MysqlClient:
+    """Talks to one server. Create it, ``await connect()`` (or use ``async with``), call the
+    operations, ``await close()``. Connecting lazily on first use also works.
+
+    The flavor (MariaDB or MySQL 8) is detected from ``SELECT @@version`` on each new connection.
+    """
+
+    def __init__(self, params: MysqlParams):
+        self._params = params
+        self._lock = asyncio.Lock()
+        self._conn: Connection | None = None
+        self._flavor: Flavor | None = None
+        # Server thread ids of connections abandoned mid-statement: killed on the next connect.
+        self._to_kill: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"MysqlClient({self.address})"
+
+    @property
+    def params(self) -> MysqlParams:
+        return self._params
+
+    @property
+    def address(self) -> str:
+        """ "host:port", the name every error and log line uses for this server."""
+        return self._params.address
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- connection management ---------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the shared connection now, so that errors (unreachable, access denied,
+        unsupported flavor) show up here rather than on the first operation."""
+        await self._run(_noop, timeout=None, retry=False)
+
+    async def close(self) -> None:
+        """Close the shared connection. Never waits on a server: if the connection is busy or
+        the server does not answer the goodbye quickly, the socket is simply closed."""
+        conn, self._conn = self._conn, None
+        if conn is None or conn.closed:
+            return
+        if self._lock.locked():
+            conn.close()
+            return
+        await self._quit(conn)
+
+    async def flavor(self) -> Flavor:
+        """The server's flavor, connecting first if needed."""
+        if self._flavor is None:
+            await self.connect()
+        assert self._flavor is not None
+        return self._flavor
+
+    # -- plain statements ---------------------------------------------------------------------
+
+    async def execute(
+        self,
+        sql: str,
+        args: Sequence[object] | None = None,
+        *,
+        timeout: float | None = None,
+        retry: bool = False,
+    ) -> int:
+        """Run one statement and return the affected row count.
+
+        Not retried on a lost connection unless ``retry`` says the statement is idempotent: the
+        server may have executed it before the connection broke.
+        """
+
+        async def work(conn: Connection, flavor: Flavor) -> int:
+            async with conn.cursor() as cursor:
+                return int(await cursor.execute(sql, _args(args)))
+
+        return await self._run(work, timeout=timeout, retry=retry)
+
+    async def fetch_all(
+        self,
+        sql: str,
+        args: Sequence[object] | None = None,
+        *,
+        timeout: float | None = None,
+        retry: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Run a query and return its rows as dicts (column name -> value). Reads are retried
+        once on a lost connection; pass ``retry=False`` for a query with side effects."""
+
+        async def work(conn: Connection, flavor: Flavor) -> list[dict[str, Any]]:
+            return await _fetch(conn, Statement(sql, _args(args)))
+
+        return await self._run(work, timeout=timeout, retry=retry)
+
+    async def fetch_one(
+        self,
+        sql: str,
+        args: Sequence[object] | None = None,
+        *,
+        timeout: float | None = None,
+        retry: bool = True,
+    ) -> dict[str, Any] | None:
+        """The first row of a query, or ``None`` if it returned none."""
+        rows = await self.fetch_all(sql, args, timeout=timeout, retry=retry)
+        return rows[0] if rows else None
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def status(self, *, timeout: float | None = None) -> ServerStatus:
+        """One snapshot in one round trip (a second one only when errant GTIDs need
+        confirming, see :meth:`Flavor.recheck_errant`)."""
+
+        async def work(conn: Connection, flavor: Flavor) -> ServerStatus:
+            results = await _fetch_sets(conn, flavor.status_queries())
+            snapshot = flavor.parse_status(results)
+            if not snapshot.errant.is_empty():
+                rows = await _fetch(conn, flavor.applied_position())
+                snapshot = flavor.recheck_errant(snapshot, rows[0])
+            return snapshot
+
+        return await self._run(work, timeout=timeout, retry=True)
+
+    async def primary_position(self, *, timeout: float | None = None) -> Position:
+        """Everything the server executed (``gtid_binlog_pos`` / ``gtid_executed``)."""
+
+        async def work(conn: Connection, flavor: Flavor) -> Position:
+            rows = await _fetch(conn, flavor.primary_position())
+            return flavor.parse_position(rows[0]["position"])
+
+        return await self._run(work, timeout=timeout, retry=True)
+
+    async def replication_status(self, *, timeout: float | None = None) -> ReplicationStatus | None:
+        """The replica side of :meth:`status`; ``None`` if not configured as a replica."""
+        return (await self.status(timeout=timeout)).replication
+
+    # -- fencing, promotion -------------------------------------------------------------------
+
+    async def set_read_only(self, on: bool, *, timeout: float | None = None) -> None:
+        """Fence or unfence writes (MySQL 8: ``super_read_only`` too). Turning it on waits for
+        commits in flight, so give it a timeout that allows for them."""
+        flavor = await self.flavor()
+        await self._execute_all(flavor.set_read_only(on), timeout=timeout)
+
+    async def demote(self, *, timeout: float | None = None) -> Position:
+        """Make the server read-only, then return its position: every write acknowledged before
+        the fence is in that position, and none can follow it. Semi-sync is left alone (the
+        caller decides when the primary side may stop waiting for acks)."""
+        await self.set_read_only(True, timeout=timeout)
+        return await self.primary_position(timeout=timeout)
+
+    async def promote(self, *, semi_sync: bool, timeout: float | None = None) -> Position:
+        """Turn a replica into a writable primary: stop and forget replication, set the primary
+        side of semi-sync, make it writable last; return its position."""
+        flavor = await self.flavor()
+        statements = [
+            flavor.stop_replication(),
+            flavor.reset_replication(),
+            *flavor.set_semi_sync(primary=semi_sync, replica=False),
+            *flavor.set_read_only(False),
+        ]
+        await self._execute_all(statements, timeout=timeout)
+        return await self.primary_position(timeout=timeout)
+
+    # -- replication control ------------------------------------------------------------------
+
+    async def set_replication_source(
+        self,
+        host: str,
+        port: int,
+        *,
+        user: str,
+        password: str,
+        semi_sync: bool,
+        from_own_binlog: bool = False,
+        start: bool = True,
+        heartbeat_s: float = 1.0,
+        timeout: float | None = None,
+    ) -> None:
+        """Replicate from ``host:port`` with GTID auto-positioning.
+
+        ``from_own_binlog=True`` is for a former primary (or any server whose own binlog is the
+        truth): on MariaDB it first sets ``gtid_slave_pos`` to ``gtid_binlog_pos`` so replication
+        resumes after the server's own history. Never use it on a replica that may carry errant
+        writes: it would make them look replicated.
+
+        The primary side of semi-sync is switched off (a replica waiting for acks on its own
+        commits would stall), the replica side set to ``semi_sync``. Replication is started
+        unless ``start=False``; whether it then connects is visible in :meth:`status`.
+        """
+        flavor = await self.flavor()
+        change = flavor.change_source(
+            host, port, user=user, password=password, heartbeat_s=heartbeat_s
+        )
+        statements = [
+            flavor.stop_replication(),
+            *(flavor.adopt_own_binlog() if from_own_binlog else []),
+            change,
+            *flavor.set_semi_sync(primary=False, replica=semi_sync),
+        ]
+        if start:
+            statements.append(flavor.start_replication())
+        await self._replication_statements(
+            statements, f"cannot replicate from {host}:{port}", timeout=timeout
+        )
+
+    async def start_replication(self, *, timeout: float | None = None) -> None:
+        flavor = await self.flavor()
+        await self._replication_statements(
+            [flavor.start_replication()], "cannot start replication", timeout=timeout
+        )
+
+    async def stop_replication(self, *, timeout: float | None = None) -> None:
+        flavor = await self.flavor()
+        await self._execute_all([flavor.stop_replication()], timeout=timeout)
+
+    async def stop_io_thread(self, *, timeout: float | None = None) -> None:
+        """Stop receiving from the source but keep applying what was received (the first step
+        of an emergency reparent: freeze what each replica has, then let it finish applying).
+
+        Keep the SQL thread running: on MariaDB in GTID mode, once both threads are stopped the
+        next start discards the relay log and fetches again from ``gtid_slave_pos``.
+        """
+        flavor = await self.flavor()
+        await self._execute_all([flavor.stop_io_thread()], timeout=timeout)
+
+    async def reset_replication(self, *, timeout: float | None = None) -> None:
+        """Stop replication and forget its configuration."""
+        flavor = await self.flavor()
+        await self._execute_all(
+            [flavor.stop_replication(), flavor.reset_replication()], timeout=timeout
+        )
+
+    async def set_semi_sync(
+        self, *, primary: bool, replica: bool, timeout_ms: int | None = None
+    ) -> None:
+        """Set both sides of semi-sync (and the primary's ack timeout). A running IO thread
+        only picks up a changed replica side when restarted, so it is restarted then."""
+        flavor = await self.flavor()
+        statements = flavor.set_semi_sync(primary=primary, replica=replica, timeout_ms=timeout_ms)
+        before = await self.status()
+        restart_io = (
+            before.replication is not None
+            and before.replication.io_state != "No"
+            and before.semi_sync_replica != replica
+        )
+        if restart_io:
+            statements = [flavor.stop_io_thread(), *statements, flavor.start_io_thread()]
+        await self._execute_all(statements, timeout=None)
+
+    async def kill_connections(self, user: str, *, timeout: float | None = None) -> int:
+        """Kill every connection of ``user`` except our own (after fencing a demoted primary,
+        so that clients reconnect to the new one); return how many were killed."""
+        rows = await self.fetch_all(
+            "SELECT ID AS id FROM information_schema.PROCESSLIST"
+            " WHERE USER = %s AND ID <> CONNECTION_ID()",
+            (user,),
+            timeout=timeout,
+        )
+        killed = 0
+        for row in rows:
+            try:
+                await self.execute(f"KILL {int(row['id'])}", timeout=timeout, retry=True)
+                killed += 1
+            except MysqlServerError as exc:
+                if exc.code != _UNKNOWN_THREAD:  # it ended by itself meanwhile
+                    raise
+        return killed
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait_for_position(self, position: Position, timeout: float) -> None:
+        """Wait until replication has applied ``position`` (MariaDB ``MASTER_GTID_WAIT``, MySQL
+        ``WAIT_FOR_EXECUTED_GTID_SET``), at most ``timeout`` seconds.
+
+        Raises :class:`WaitTimeoutError` carrying the target and the position reached (the
+        server's own timeout), or :class:`MysqlTimeoutError` if the server does not answer even
+        a second later. The wait runs on a connection of its own so that other calls on this
+        client (health checks) are not held up.
+        """
+        if position.is_empty():
+            return
+        flavor = await self.flavor()
+        statement = flavor.wait_for_position(position, timeout)
+
+        async def work(conn: Connection, flavor: Flavor) -> object:
+            rows = await _fetch(conn, statement)
+            return rows[0]["result"]
+
+        result = await self._run(work, timeout=timeout + _WAIT_GRACE_S, retry=False, dedicated=True)
+        reached = flavor.wait_reached(result)
+        if reached:
+            return
+        snapshot = await self._status_or_none()
+        replication = snapshot.replication if snapshot else None
+        applied = replication.applied if replication else None
+        if reached is None:
+            raise ReplicationError(
+                f"{self.address}: server refused to wait for {position}",
+                address=self.address,
+                io_error=replication.last_io_error if replication else "",
+                sql_error=replication.last_sql_error if replication else "",
+            )
+        raise WaitTimeoutError(
+            f"{self.address} did not reach {position} within {timeout:g}s (applied: {applied})",
+            address=self.address,
+            target=position,
+            reached=applied,
+            io_error=replication.last_io_error if replication else "",
+            sql_error=replication.last_sql_error if replication else "",
+        )
+
+    async def wait_relay_applied(self, timeout: float) -> Position:
+        """After :meth:`stop_io_thread`: wait until the SQL thread applied everything the IO
+        thread had received when the wait began, and return the applied position.
+
+        The target is read once, at the start: MariaDB empties ``Gtid_IO_Pos`` (and discards
+        the relay log) when the SQL thread is restarted while the IO thread is stopped, which
+        would otherwise make "applied contains received" trivially true.
+
+        Fails early with :class:`ReplicationError` if the SQL thread is stopped (it would never
+        catch up) and with :class:`WaitTimeoutError` after ``timeout`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        target: Position | None = None
+        while True:
+            remaining = deadline - loop.time()
+            snapshot = await self.status(
+                timeout=max(0.05, min(self._params.query_timeout, remaining))
+            )
+            replication = snapshot.replication
+            if replication is None:
+                raise ReplicationError(
+                    f"{self.address} is not configured as a replica", address=self.address
+                )
+            if target is None:
+                target = replication.received
+            if replication.applied.contains(target):
+                return replication.applied
+            if not replication.sql_running:
+                raise ReplicationError(
+                    f"{self.address}: SQL thread stopped before applying its relay log"
+                    f" (received {target}, applied {replication.applied})",
+                    address=self.address,
+                    sql_error=replication.last_sql_error,
+                )
+            if loop.time() >= deadline:
+                raise WaitTimeoutError(
+                    f"{self.address} did not apply its relay log within {timeout:g}s"
+                    f" (received {target}, applied {replication.applied})",
+                    address=self.address,
+                    target=target,
+                    reached=replication.applied,
+                    sql_error=replication.last_sql_error,
+                )
+            await asyncio.sleep(_POLL_INTERVAL_S)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _quit(self, conn: Connection) -> None:
+        """Say goodbye (so the server does not count an aborted connection), but never wait
+        for it long; the socket is closed in any case."""
+        if conn.closed:
+            return
+        try:
+            async with asyncio.timeout(min(0.2, self._params.connect_timeout)):
+                await conn.ensure_closed()
+        except (TimeoutError, OSError, pymysql.err.Error):
+            pass
+        finally:
+            conn.close()
+
+    async def _status_or_none(self) -> ServerStatus | None:
+        """Best-effort snapshot to enrich an error message; never raises."""
+        try:
+            return await self.status()
+        except MysqlError:
+            return None
+
+    async def _execute_all(self, statements: Sequence[Statement], *, timeout: float | None) -> None:
+        """Run control statements in order under one hold of the connection. They are all
+        idempotent (SET GLOBAL, STOP/START, CHANGE MASTER), so a stale connection is retried."""
+
+        async def work(conn: Connection, flavor: Flavor) -> None:
+            async with conn.cursor() as cursor:
+                for statement in statements:
+                    log.debug("%s: %s", self.address, statement)
+                    await cursor.execute(statement.sql, statement.args)
+
+        await self._run(work, timeout=timeout, retry=True)
+
+    async def _replication_statements(
+        self, statements: Sequence[Statement], what: str, *, timeout: float | None
+    ) -> None:
+        """Like :meth:`_execute_all`, but a refusal becomes a :class:`ReplicationError` that
+        carries the replica's last IO/SQL errors."""
+        try:
+            await self._execute_all(statements, timeout=timeout)
+        except MysqlServerError as exc:
+            snapshot = await self._status_or_none()
+            replication = snapshot.replication if snapshot else None
+            raise ReplicationError(
+                f"{self.address}: {what}: {exc}",
+                address=self.address,
+                code=exc.code,
+                io_error=replication.last_io_error if replication else "",
+                sql_error=replication.last_sql_error if replication else "",
+            ) from exc
+
+    async def _run(
+        self,
+        work: Work[T],
+        *,
+        timeout: float | None,
+        retry: bool,
+        dedicated: bool = False,
+    ) -> T:
+        """Run ``work`` on a connection within the deadline, translating every failure.
+
+        Shared connection: wait for the lock (bounded by the same deadline), connect if needed,
+        run; on a lost connection that had been idle in our hands, reconnect and run once more
+        if ``retry``. Dedicated: a fresh connection, closed afterwards.
+        """
+        limit = self._params.query_timeout if timeout is None else timeout
+        if dedicated:
+            conn, flavor = await self._open()
+            try:
+                return await self._attempt(conn, flavor, work, limit)
+            finally:
+                await self._quit(conn)
+        try:
+            async with asyncio.timeout(limit):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise MysqlTimeoutError(
+                f"{self.address}: connection busy for more than {limit:g}s", address=self.address
+            ) from None
+        try:
+            for attempt in range(2):
+                reused = self._conn is not None
+                if self._conn is None:
+                    self._conn, self._flavor = await self._open()
+                try:
+                    return await self._attempt(self._conn, self._flavor, work, limit)
+                except MysqlUnreachableError:
+                    if not (retry and reused and attempt == 0):
+                        raise
+                    log.debug("%s: connection lost, reconnecting once", self.address)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._lock.release()
+
+    async def _attempt(
+        self, conn: Connection, flavor: Flavor | None, work: Work[T], limit: float
+    ) -> T:
+        """One try of ``work``; any failure that leaves the connection in doubt drops it."""
+        assert flavor is not None
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                return await work(conn, flavor)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                self._drop(conn)
+                raise MysqlUnreachableError(
+                    f"{self.address}: connection lost: {exc}", address=self.address
+                ) from exc
+            self._drop(conn, kill=True)
+            raise MysqlTimeoutError(
+                f"{self.address}: no answer within {limit:g}s", address=self.address
+            ) from None
+        except pymysql.err.Error as exc:
+            error = _translate(exc, self.address)
+            if isinstance(error, MysqlUnreachableError):
+                self._drop(conn)
+            raise error from exc
+        except GtidParseError as exc:
+            raise MysqlError(
+                f"{self.address}: unexpected position from server: {exc}", address=self.address
+            ) from exc
+        except OSError as exc:
+            self._drop(conn)
+            raise MysqlUnreachableError(
+                f"{self.address}: connection lost: {exc}", address=self.address
+            ) from exc
+        except BaseException:
+            # Cancelled (or a bug) mid-statement: the protocol state is unknown.
+            self._drop(conn, kill=True)
+            raise
+
+    def _drop(self, conn: Connection, *, kill: bool = False) -> None:
+        """Forget a connection whose state is unknown; remember its server thread if the
+        statement it ran may still be running, so that the next connection kills it."""
+        # aiomysql closes the socket itself when cancelled mid-read, but the server thread
+        # (and its statement) live on.
+        thread_id = getattr(conn, "server_thread_id", None)
+        if kill and thread_id:
+            self._to_kill.append(int(thread_id[0]))
+        conn.close()
+        if conn is self._conn:
+            self._conn = None
+
+    async def _open(self) -> tuple[Connection, Flavor]:
+        """Connect, detect the flavor, kill abandoned statements; all within connect_timeout.
+
+        The connection object is built first so that a connect cut short by the deadline can
+        still close its socket.
+        """
+        params = self._params
+        conn = aiomysql.Connection(
+            host=params.host,
+            port=params.port,
+            user=params.user,
+            password=params.password,
+            connect_timeout=params.connect_timeout,
+            autocommit=True,
+            charset="utf8mb4",
+            cursorclass=_Cursor,
+        )
+        try:
+            async with asyncio.timeout(params.connect_timeout) as deadline:
+                await conn._connect()
+                rows = await _fetch(conn, Statement("SELECT @@GLOBAL.version AS version"))
+                flavor = detect_flavor(str(rows[0]["version"]), address=self.address)
+                await self._kill_abandoned(conn)
+        except TimeoutError as exc:
+            conn.close()
+            if not deadline.expired():
+                raise MysqlUnreachableError(
+                    f"{self.address}: cannot connect: {exc}", address=self.address
+                ) from exc
+            raise MysqlUnreachableError(
+                f"{self.address}: no answer within connect timeout {params.connect_timeout:g}s",
+                address=self.address,
+            ) from None
+        except pymysql.err.Error as exc:
+            conn.close()
+            raise _translate(exc, self.address, connecting=True) from exc
+        except OSError as exc:
+            conn.close()
+            raise MysqlUnreachableError(
+                f"{self.address}: cannot connect: {exc}", address=self.address
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._flavor = flavor
+        return conn, flavor
+
+    async def _kill_abandoned(self, conn: Connection) -> None:
+        """Kill statements left running by connections we abandoned (timed out or cancelled),
+        so that e.g. a stuck ``SET GLOBAL read_only`` does not complete behind our back."""
+        while self._to_kill:
+            thread_id = self._to_kill.pop()
+            try:
+                async with conn.cursor() as cursor:
+                    await cursor.execute(f"KILL {int(thread_id)}")
+            except pymysql.err.Error as exc:
+                if _code(exc) != _UNKNOWN_THREAD:
+                    log.warning("%s: could not kill thread %s: %s", self.address, thread_id, exc)
+
+
+async def _noop(conn: Connection, flavor: Flavor) -> None:
+    return None
+
+
+async def _fetch(conn: Connection, statement: Statement) -> list[dict[str, Any]]:
+    async with conn.cursor() as cursor:
+        await cursor.execute(statement.sql, statement.args)
+        return list(await cursor.fetchall())
+
+
+async def _fetch_sets(conn: Connection, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """Send argument-free queries as one multi-statement and return every result set."""
+    results: list[list[dict[str, Any]]] = []
+    async with conn.cursor() as cursor:
+        await cursor.execute("; ".join(queries))
+        results.append(list(await cursor.fetchall()))
+        while await cursor.nextset():
+            results.append(list(await cursor.fetchall()))
+    return results
+
+
+def _args(args: Sequence[object] | None) -> tuple[object, ...] | None:
+    return None if args is None else tuple(args)
+
+
+def _code(exc: BaseException) -> int | None:
+    if exc.args and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None
+
+
+def _translate(exc: pymysql.err.Error, address: str, *, connecting: bool = False) -> MysqlError:
+    """Map a driver error to our hierarchy: lost or refused connections are "unreachable",
+    everything the server said is a :class:`MysqlServerError` with its code."""
+    code = _code(exc)
+    message = exc.args[1] if len(exc.args) > 1 else str(exc)
+    if isinstance(exc, pymysql.err.InterfaceError) or code in _LOST_CONNECTION_CODES:
+        verb = "cannot connect" if connecting else "connection lost"
+        return MysqlUnreachableError(f"{address}: {verb}: {message}", address=address, code=code)
+    return MysqlServerError(f"{address}: error {code}: {message}", address=address, code=code)

@@ -1,0 +1,246 @@
+"""PlannedReparentShard: move the primary role from a healthy primary to another tablet.
+
+Steps (the write-unavailability window is marked; only what must be inside it is):
+  1. refuse if active reparents are disabled
+  2. lock the shard, read it; check the expected primary
+  3. every tablet must answer before anything is touched
+  4. choose the primary-elect (named, or the most advanced healthy replica in the primary's
+     cell); PRS to the current primary, or avoid_primary naming another tablet: done, no change
+  5. let the elect catch up with the primary while it still takes writes (shrinks the window;
+     if it cannot, fail here with nothing changed)
+  6. mark the primary not serving in the serving graph (clients stop sending it writes)
+  --- window opens
+  7. demote the old primary: read-only, read its position
+  8. the elect waits for that position; if it cannot in time: undo (old primary writable and
+     serving again) and fail
+  9. promote the elect: replication reset, semi-sync per durability, writable
+  --- window closes
+ 10. in parallel: publish the new primary in topology (old primary -> replica), repoint every
+     replica and the old primary, write the journal row on the new primary
+ 11. wait for the journal row on every repointed tablet
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from mysqlctl.client import ServerStatus
+from mysqlctl.errors import MysqlError
+from topo.records import TabletType
+from workflows.candidates import choose_prs_elect
+from workflows.common import (
+    ShardView,
+    candidate,
+    describe_errors,
+    probe,
+    publish_new_primary,
+    read_shard,
+    refuse_if_active_reparents_disabled,
+    replication_stopped,
+    repoint_all,
+    set_primary_serving,
+    wait_journal,
+    write_journal,
+)
+from workflows.env import ProgressFn, WorkflowEnv
+from workflows.errors import (
+    AbortedError,
+    InvalidArgumentError,
+    PartialFailureError,
+    PreconditionError,
+)
+from workflows.result import ReparentResult
+from workflows.run import WorkflowRun
+
+ACTION = "PlannedReparentShard"
+
+
+@dataclass(frozen=True)
+class PlannedReparentOptions:
+    keyspace: str
+    shard: str
+    new_primary: str | None = None
+    avoid_primary: str | None = None
+    expected_primary: str | None = None
+    wait_replicas_timeout: float = 30.0
+    allow_cross_cell_promotion: bool = False
+
+
+async def planned_reparent_shard(
+    env: WorkflowEnv, opts: PlannedReparentOptions, *, progress: ProgressFn | None = None
+) -> ReparentResult:
+    refuse_if_active_reparents_disabled(env, ACTION)
+    if opts.new_primary and opts.avoid_primary:
+        raise InvalidArgumentError("give new_primary or avoid_primary, not both")
+    started = time.monotonic()
+    args = {k: v for k, v in vars(opts).items() if k not in ("keyspace", "shard")}
+    async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
+
+        def finish(**fields: object) -> ReparentResult:
+            result = ReparentResult(
+                workflow_id=run.id, action=ACTION, keyspace=opts.keyspace, shard=opts.shard,
+                duration_ms=round((time.monotonic() - started) * 1000, 1), **fields,  # type: ignore[arg-type]
+            )  # fmt: skip
+            run.set_result(result.to_dict())
+            return result
+
+        view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
+        primary = view.primary
+        if primary is None:
+            raise PreconditionError(
+                f"shard {view.shard.key} has no primary: use InitShardPrimary first"
+            )
+        if opts.expected_primary and opts.expected_primary != primary.alias:
+            raise PreconditionError(
+                f"primary is {primary.alias}, not the expected {opts.expected_primary}",
+                tablet=primary.alias,
+            )
+        if opts.avoid_primary and opts.avoid_primary != primary.alias:
+            view.tablet(opts.avoid_primary)  # unknown tablet: a clear error, not a silent no-op
+            run.note("nothing_to_do", f"{opts.avoid_primary} is not the primary")
+            return finish(new_primary=primary.alias, old_primary=primary.alias, changed=False)
+        if opts.new_primary == primary.alias:
+            run.note("nothing_to_do", f"{primary.alias} already is the primary")
+            return finish(new_primary=primary.alias, old_primary=primary.alias, changed=False)
+
+        statuses = await run.step("check_tablets_answer", probe(env, view.tablets))
+        failed = {a: s for a, s in statuses.items() if isinstance(s, BaseException)}
+        if failed:
+            raise PreconditionError(
+                f"every tablet must answer before a planned reparent: {describe_errors(failed)}"
+            )
+        replicas = [t for t in view.tablets if t.alias != primary.alias]
+        elect_alias = choose_prs_elect(
+            primary.cell,
+            [candidate(t, statuses[t.alias]) for t in replicas],
+            new_primary=opts.new_primary,
+            avoid_primary=opts.avoid_primary,
+            allow_cross_cell=opts.allow_cross_cell_promotion,
+        )
+        elect = view.tablet(elect_alias)
+        run.note("elect", f"{elect.alias} will replace {primary.alias}")
+        primary_status = statuses[primary.alias]
+        assert isinstance(primary_status, ServerStatus)
+
+        await run.step(
+            "elect_catches_up_before_demotion",
+            _catch_up(env, elect.alias, view, primary_status, opts.wait_replicas_timeout),
+        )
+        await env.faults.hit("prs.before_demote")
+        run.lock.check()
+        await run.step("mark_primary_not_serving", set_primary_serving(env, view, False, run.fence))
+
+        # --- write-unavailability window opens
+        window_start = time.monotonic()
+        run.lock.check()
+        position = await run.step("demote_primary", env.mysql(primary).demote())
+        await env.faults.hit("prs.after_demote")
+        try:
+            await run.step(
+                "elect_reaches_primary_position",
+                env.mysql(elect).wait_for_position(position, opts.wait_replicas_timeout),
+            )
+        except (MysqlError, TimeoutError) as e:
+            await run.step("undo_demotion", _undo_demotion(env, view, run))
+            raise AbortedError(
+                f"{elect.alias} did not reach the primary's position {position} within "
+                f"{opts.wait_replicas_timeout}s ({e}); {primary.alias} is writable and serving "
+                "again, nothing else changed",
+                tablet=elect.alias,
+            ) from e
+        run.lock.check()
+        try:
+            new_position = await run.step(
+                "promote_elect", env.mysql(elect).promote(semi_sync=view.semi_sync)
+            )
+        except (MysqlError, TimeoutError) as e:
+            await run.step("undo_failed_promotion", _undo_promotion(env, view, elect.alias, run))
+            raise AbortedError(
+                f"promoting {elect.alias} failed ({e}); it was fenced read-only and "
+                f"{primary.alias} is writable and serving again",
+                tablet=elect.alias,
+            ) from e
+        window_ms = round((time.monotonic() - window_start) * 1000, 2)
+        # --- window closed (MySQL side); clients learn of the new primary from the graph next
+        await env.faults.hit("prs.after_promote")
+
+        new_types = {primary.alias: TabletType.REPLICA}
+        leave_stopped = [t.alias for t in replicas if replication_stopped(statuses[t.alias])]
+        _, repoint_failures, entry = await asyncio.gather(
+            run.step(
+                "publish_topology",
+                publish_new_primary(env, view, elect, run.fence, new_types=new_types),
+            ),
+            run.step(
+                "repoint_replicas_and_old_primary",
+                repoint_all(
+                    env, view, [t for t in view.tablets if t.alias != elect.alias], elect,
+                    own_binlog=[primary.alias], leave_stopped=leave_stopped,
+                ),
+            ),
+            run.step("write_journal", write_journal(env, elect, ACTION, new_position)),
+        )  # fmt: skip
+        await env.faults.hit("prs.after_topology")
+        waiting = [
+            t for t in view.tablets
+            if t.alias not in (elect.alias, *repoint_failures, *leave_stopped)
+        ]  # fmt: skip
+        late = await run.step(
+            "wait_journal_on_replicas",
+            wait_journal(env, waiting, entry, opts.wait_replicas_timeout),
+        )
+        problems = {**repoint_failures, **late}
+        result = finish(
+            new_primary=elect.alias,
+            old_primary=primary.alias,
+            changed=True,
+            position=new_position.encode(),
+            journal_time_ns=entry.time_created_ns,
+            write_unavailable_ms=window_ms,
+            warnings=tuple(f"{a}: {e}" for a, e in sorted(problems.items())),
+        )
+        run.log.info("planned reparent done", window_ms=window_ms, new_primary=elect.alias)
+        if problems:
+            raise PartialFailureError(
+                f"{elect.alias} is the new primary, but some tablets are not replicating from "
+                f"it yet: {describe_errors(problems)}"
+            )
+        return result
+
+
+async def _catch_up(
+    env: WorkflowEnv, elect: str, view: ShardView, primary: ServerStatus, timeout: float
+) -> None:
+    """Wait, before demotion, for the elect to reach the primary's current position."""
+    try:
+        await env.mysql(view.tablet(elect)).wait_for_position(primary.position, timeout)
+    except (MysqlError, TimeoutError) as e:
+        raise PreconditionError(
+            f"{elect} cannot catch up with the primary ({e}); nothing was changed",
+            tablet=elect,
+        ) from e
+
+
+async def _undo_demotion(env: WorkflowEnv, view: ShardView, run: WorkflowRun) -> None:
+    """The old primary takes writes again and is marked serving: the shard is as before."""
+    assert view.primary is not None
+    await env.mysql(view.primary).set_read_only(False)
+    await set_primary_serving(env, view, True, run.fence)
+
+
+async def _undo_promotion(env: WorkflowEnv, view: ShardView, elect: str, run: WorkflowRun) -> None:
+    """A promotion that failed half-way: fence the elect read-only before the old primary is
+    made writable again, so two writable primaries never coexist. If the elect cannot be
+    fenced, the old primary stays read-only and the error says so."""
+    try:
+        await env.mysql(view.tablet(elect)).set_read_only(True)
+    except (MysqlError, TimeoutError) as e:
+        raise PartialFailureError(
+            f"promotion of {elect} failed and it cannot be fenced read-only ({e}); the old "
+            "primary was left read-only: no tablet takes writes. Rerun PlannedReparentShard "
+            "or EmergencyReparentShard",
+            tablet=elect,
+        ) from e
+    await _undo_demotion(env, view, run)

@@ -1,0 +1,134 @@
+"""Per-tablet replication commands: ReparentTablet, StartReplication, StopReplication, and the
+read-only ShardReplicationPositions.
+
+ReparentTablet takes the shard lock (it must not race a reparent that is moving the primary);
+Start/StopReplication act on one tablet only and, like Vitess's, do not lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mysqlctl.client import ServerStatus
+from topo.records import TabletType
+from workflows.common import probe, read_shard, repoint
+from workflows.env import ProgressFn, WorkflowEnv
+from workflows.errors import PreconditionError
+from workflows.run import WorkflowRun
+
+ACTION_REPARENT_TABLET = "ReparentTablet"
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    alias: str
+    type: str
+    position: str | None
+    replicating_from: str | None
+    io_running: bool | None
+    sql_running: bool | None
+    lag_seconds: float | None
+    read_only: bool | None
+    errant: str | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+async def reparent_tablet(
+    env: WorkflowEnv, alias: str, *, progress: ProgressFn | None = None, wait_s: float = 10.0
+) -> dict[str, Any]:
+    """Point an orphaned (or wrongly sourced) replica at its shard's primary and start it."""
+    tablet = await env.store.get_tablet(alias)
+    async with WorkflowRun(
+        env, ACTION_REPARENT_TABLET, tablet.keyspace, tablet.shard, {"tablet": alias},
+        progress=progress,
+    ) as run:  # fmt: skip
+        view = await run.step("read_shard", read_shard(env.store, tablet.keyspace, tablet.shard))
+        tablet = view.tablet(alias)
+        primary = view.primary
+        if primary is None:
+            raise PreconditionError(f"shard {view.shard.key} has no primary to replicate from")
+        if tablet.alias == primary.alias or tablet.type == TabletType.PRIMARY:
+            raise PreconditionError(f"{alias} is the shard's primary", tablet=alias)
+        run.lock.check()
+        await run.step(
+            "set_replication_source",
+            repoint(env, view, tablet, primary, from_own_binlog=False),
+            detail=f"{alias} -> {primary.alias}",
+        )
+        status = await run.step("verify_replicating", _wait_io_running(env, tablet, wait_s))
+        result = {
+            "tablet": alias,
+            "primary": primary.alias,
+            "position": status.position.encode(),
+        }
+        run.set_result(result)
+        return result
+
+
+async def _wait_io_running(env: WorkflowEnv, tablet, wait_s: float) -> ServerStatus:  # type: ignore[no-untyped-def]
+    """Replication counts as working once both threads run without error."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        status = await env.mysql(tablet).status()
+        repl = status.replication
+        if repl is not None and repl.io_running and repl.sql_running:
+            return status
+        if time.monotonic() > deadline:
+            err = (repl.last_io_error or repl.last_sql_error) if repl else "not configured"
+            raise PreconditionError(
+                f"{tablet.alias} is not replicating after {wait_s}s: {err or 'still connecting'}",
+                tablet=tablet.alias,
+            )
+        await asyncio.sleep(0.05)
+
+
+async def start_replication(env: WorkflowEnv, alias: str) -> dict[str, Any]:
+    tablet = await env.store.get_tablet(alias)
+    if tablet.type == TabletType.PRIMARY:
+        raise PreconditionError(
+            f"{alias} is a primary; it has no replication to start", tablet=alias
+        )
+    await env.mysql(tablet).start_replication()
+    return {"tablet": alias, "replication": "started"}
+
+
+async def stop_replication(env: WorkflowEnv, alias: str) -> dict[str, Any]:
+    tablet = await env.store.get_tablet(alias)
+    await env.mysql(tablet).stop_replication()
+    return {"tablet": alias, "replication": "stopped"}
+
+
+async def shard_replication_positions(
+    env: WorkflowEnv, keyspace: str, shard: str
+) -> list[ReplicaState]:
+    """Each tablet's type, position, source and lag (an unreachable tablet says why)."""
+    view = await read_shard(env.store, keyspace, shard)
+    statuses = await probe(env, view.tablets)
+    out = []
+    for t in view.tablets:
+        s = statuses[t.alias]
+        if not isinstance(s, ServerStatus):
+            out.append(ReplicaState(t.alias, t.type.value, None, None, None, None, None, None,
+                                    None, error=str(s) or type(s).__name__))  # fmt: skip
+            continue
+        r = s.replication
+        out.append(
+            ReplicaState(
+                alias=t.alias,
+                type=t.type.value,
+                position=s.position.encode(),
+                replicating_from=f"{r.source_host}:{r.source_port}" if r else None,
+                io_running=r.io_running if r else None,
+                sql_running=r.sql_running if r else None,
+                lag_seconds=r.lag_seconds if r else None,
+                read_only=s.read_only,
+                errant=None if s.errant.is_empty() else s.errant.encode(),
+            )
+        )
+    return out
