@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.fixtures_etcd",
     "tests.fixtures_mysql",
     "tests.fixtures_cluster",
+    "tests.fixtures_service",
 ]
 
 

@@ -1,0 +1,96 @@
+"""The orchestrator service: one asyncio task tree per process.
+
+Components, each a small module with an `async def run()` that works until cancelled:
+
+- HTTP API (`orchestrator.api`): reads, vtctl-style commands, webhooks in, health endpoints,
+  metrics. Every instance serves it.
+- Leader election (`orchestrator.election`): one instance at a time holds an etcd lease-bound
+  key and is the leader; only the leader runs automatic recoveries.
+- Health checks (`orchestrator.health`): every instance polls every tablet (so any instance can
+  answer status queries); the leader turns analyses into recoveries.
+- Outbox delivery (`orchestrator.events`): events are written to etcd first and delivered to the
+  configured webhook URLs until acknowledged; only the leader delivers, so each event goes out
+  from one place.
+
+All state that must survive a restart is in etcd; killing any instance loses nothing.
+Shutdown is structured: cancelling `run()` cancels the TaskGroup, and every component cleans up
+in its own `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+
+import structlog
+
+from orchestrator.settings import Settings
+from topo.store import TopoStore, default_instance_id
+from workflows.env import WorkflowEnv
+
+log = structlog.get_logger(__name__)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        from orchestrator.election import LeaderElection
+        from orchestrator.events import EventBus
+        from orchestrator.health import HealthChecker
+
+        if not settings.instance_id:
+            settings = settings.replace(instance_id=default_instance_id())
+        self.settings = settings
+        self.started_at = time.time()
+        self.store = TopoStore(
+            settings.etcd_endpoints,
+            root=settings.topo_root,
+            instance_id=settings.instance_id,
+            lock_ttl=settings.lock_ttl_s,
+        )
+        self.env = WorkflowEnv(
+            self.store, settings.credentials, settings=settings.workflow_settings()
+        )
+        self.election = LeaderElection(self.store, ttl=settings.election_ttl_s)
+        self.events = EventBus(self)
+        self.health = HealthChecker(self)
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.election.is_leader
+
+    async def run(self) -> None:
+        """Serve until cancelled (or SIGTERM/SIGINT when run from `orchestrator serve`)."""
+        from orchestrator.api import serve_http
+
+        log.info("orchestrator starting", instance_id=self.settings.instance_id,
+                 etcd=list(self.settings.etcd_endpoints), root=self.settings.topo_root)  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(serve_http(self), name="http")
+                tg.create_task(self.election.run(), name="election")
+                tg.create_task(self.health.run(), name="health")
+                tg.create_task(self.events.run(), name="outbox")
+        finally:
+            await self.env.close()
+            await self.store.close()
+            log.info("orchestrator stopped", instance_id=self.settings.instance_id)
+
+
+def run_service(settings: Settings) -> int:
+    """Entry point of `orchestrator serve`: run until SIGTERM or SIGINT, then shut down."""
+
+    async def main() -> None:
+        service = Service(settings)
+        task = asyncio.create_task(service.run())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    return 0
