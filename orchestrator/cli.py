@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mysqlctl.errors import MysqlError
 from orchestrator.logs import configure_logging
+from topo.errors import TopoError
+from workflows.errors import WorkflowError
+
+_EXPECTED_ERRORS = (TopoError, WorkflowError, MysqlError, OSError, RuntimeError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.cmd == "ctl":
         return int(args.func(args, rest))
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a clean one-line message for anything we can name
+        if not isinstance(e, _EXPECTED_ERRORS):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 # -- local --------------------------------------------------------------------------------------

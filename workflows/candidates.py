@@ -156,8 +156,8 @@ def choose_ers_elect(
                 "and cross-cell promotion is prevented",
                 tablet=c.alias,
             )
-        at_top = c.position == top or (c.position is not None and c.position.contains(top))
-        return ErsChoice(c.alias, leaders[0], needs_catch_up=not at_top)
+        caught_up = c.position is not None and c.position.contains(top)
+        return ErsChoice(c.alias, leaders[0], needs_catch_up=not caught_up)
 
     promotable = [c for c in clean if c.type in PROMOTABLE_TYPES and cell_ok(c)]
     if not promotable:

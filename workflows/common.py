@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -205,7 +205,7 @@ async def publish_new_primary(
     def promote_record(t: Tablet) -> Tablet:
         return dataclasses.replace(t, type=TabletType.PRIMARY, primary_term_start_time=term)
 
-    def retype(new_type: TabletType):  # type: ignore[no-untyped-def]
+    def retype(new_type: TabletType) -> Callable[[Tablet], Tablet | None]:
         def fn(t: Tablet) -> Tablet | None:
             if t.type == new_type and t.primary_term_start_time == 0:
                 return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from mysqlctl.client import ServerStatus
 from mysqlctl.errors import MysqlError
 from topo.alias import TabletAlias
-from topo.records import TabletType
+from topo.records import Tablet, TabletType
 from workflows.common import probe, publish_new_primary, read_shard, write_journal
 from workflows.env import ProgressFn, WorkflowEnv
 from workflows.errors import PreconditionError
@@ -92,7 +92,7 @@ async def tablet_externally_reparented(
         return result
 
 
-async def _verify(env: WorkflowEnv, tablet) -> ServerStatus:  # type: ignore[no-untyped-def]
+async def _verify(env: WorkflowEnv, tablet: Tablet) -> ServerStatus:
     """The outside tool must have finished: not a replica of anyone, and writable."""
     try:
         status = await env.mysql(tablet).status(timeout=env.settings.probe_timeout)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mysqlctl.client import ServerStatus
-from topo.records import TabletType
+from topo.records import Tablet, TabletType
 from workflows.common import probe, read_shard, repoint
 from workflows.env import ProgressFn, WorkflowEnv
 from workflows.errors import PreconditionError
@@ -71,7 +71,7 @@ async def reparent_tablet(
         return result
 
 
-async def _wait_io_running(env: WorkflowEnv, tablet, wait_s: float) -> ServerStatus:  # type: ignore[no-untyped-def]
+async def _wait_io_running(env: WorkflowEnv, tablet: Tablet, wait_s: float) -> ServerStatus:
     """Replication counts as working once both threads run without error."""
     deadline = time.monotonic() + wait_s
     while True:
