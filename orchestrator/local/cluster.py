@@ -173,8 +173,11 @@ async def _start_processes(state: ClusterState) -> None:
         state.save()
         log(f"etcd up at {state.etcd_endpoints[0]} ({time.monotonic() - t0:.2f}s)")
     layout = tablet_layout(state.spec)
+    # Every server starts read-only, also after a crash and restart: only the orchestrator
+    # makes a primary writable, so a dead primary coming back never takes writes on its own.
     results = await asyncio.gather(
-        *(start_mariadb(state.dir / alias, server_id=uid, name=alias)
+        *(start_mariadb(state.dir / alias, server_id=uid, name=alias,
+                        extra_options={"read-only": "ON"})
           for alias, _cell, _shard, uid in layout),
         return_exceptions=True,
     )  # fmt: skip
