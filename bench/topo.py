@@ -93,12 +93,18 @@ async def main(args: argparse.Namespace) -> None:
         "cas_updates_per_s": round(updates / args.cas_seconds, 1),
         "cas_lost_updates": updates - final,
     }  # fmt: skip
-    print(f"shard lock acquire+release, uncontended: p50 {un['p50']:.2f} ms  p99 {un['p99']:.2f} ms"
-          f"  (n={un['n']})")
-    print(f"with {args.contenders} contenders (incl. waiting): p50 {con['p50']:.2f} ms  "
-          f"p99 {con['p99']:.2f} ms, {doc['lock_contended_ms']['acquisitions_per_s']} locks/s")
-    print(f"CAS updates on one Shard record (2 writers): {doc['cas_updates_per_s']}/s, "
-          f"lost updates: {doc['cas_lost_updates']}")
+    print(
+        f"shard lock acquire+release, uncontended: p50 {un['p50']:.2f} ms  p99 {un['p99']:.2f} ms"
+        f"  (n={un['n']})"
+    )
+    print(
+        f"with {args.contenders} contenders (incl. waiting): p50 {con['p50']:.2f} ms  "
+        f"p99 {con['p99']:.2f} ms, {doc['lock_contended_ms']['acquisitions_per_s']} locks/s"
+    )
+    print(
+        f"CAS updates on one Shard record (2 writers): {doc['cas_updates_per_s']}/s, "
+        f"lost updates: {doc['cas_lost_updates']}"
+    )
     write_json(args.json, doc)
 
 

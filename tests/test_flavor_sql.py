@@ -339,16 +339,21 @@ def test_mariadb_errant_is_local_write_on_a_replica() -> None:
     assert status.errant == MariadbGtidSet.parse("0-102-43")
 
 
-def test_recheck_drops_transactions_applied_meanwhile() -> None:
-    # The snapshot saw a replicated commit in the binlog before gtid_slave_pos caught up.
+def test_replicated_commit_seen_before_slave_pos_is_not_errant() -> None:
+    # The snapshot saw a replicated commit (origin 101) in the binlog before gtid_slave_pos
+    # caught up: it keeps its origin's server_id, so it is never counted as errant.
     racy = MARIADB.parse_status(
         [[mariadb_vars(executed="0-101-43", applied="0-101-42")], [mariadb_slave_row()]]
     )
-    assert not racy.errant.is_empty()
-    assert MARIADB.recheck_errant(racy, {"position": "0-101-43"}).errant.is_empty()
+    assert racy.errant.is_empty()
+
+
+def test_local_write_on_a_replica_is_errant_and_survives_recheck() -> None:
+    # Server 102 wrote 0-102-43 itself: that is a local (errant) transaction.
     real = MARIADB.parse_status(
         [[mariadb_vars(executed="0-102-43", applied="0-101-42")], [mariadb_slave_row()]]
     )
+    assert str(real.errant) == "MariaDB/0-102-43"
     assert MARIADB.recheck_errant(real, {"position": "0-101-42"}).errant == real.errant
 
 

@@ -55,10 +55,21 @@ async def reparent_tablet(
             raise PreconditionError(f"shard {view.shard.key} has no primary to replicate from")
         if tablet.alias == primary.alias or tablet.type == TabletType.PRIMARY:
             raise PreconditionError(f"{alias} is the shard's primary", tablet=alias)
+        before = await run.step("check_tablet", env.mysql(tablet).status())
+        if not before.errant.is_empty():
+            raise PreconditionError(
+                f"{alias} has errant transactions {before.errant} that the shard never had; "
+                "it must be rebuilt, not repointed",
+                tablet=alias,
+            )
         run.lock.check()
+        # Resume after the tablet's own binlog: with gtid_strict_mode the primary then refuses
+        # (error 1236) a tablet holding a transaction it never had, such as a former primary
+        # that died with an unreplicated write. MariaDB positions alone cannot show that once
+        # the new primary has moved past the same sequence number.
         await run.step(
             "set_replication_source",
-            repoint(env, view, tablet, primary, from_own_binlog=False),
+            repoint(env, view, tablet, primary, from_own_binlog=True),
             detail=f"{alias} -> {primary.alias}",
         )
         status = await run.step("verify_replicating", _wait_io_running(env, tablet, wait_s))

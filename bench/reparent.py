@@ -1,0 +1,281 @@
+"""Failover benchmark: how long writes stop, and whether any acknowledged write is lost.
+
+On a local cluster (1 shard x N MariaDB), a writer follows the serving graph the way a client
+would and inserts numbered rows, recording every acknowledged id. Then:
+
+- planned reparents (PRS) round-robin: per run the write-unavailability window (last
+  acknowledged write before -> first after) and the command's duration;
+- emergency reparents with an explicit ERS command right after SIGKILL of the primary's
+  mysqld: kill -> first acknowledged write on the new primary;
+- emergency reparents by the service's automatic recovery: the same, split into detection
+  (kill -> ERS workflow started) and repair (-> first acknowledged write);
+- finally every acknowledged id must be on the final primary: lost writes are counted.
+
+    .venv/bin/python -m bench.reparent --quick [--durability none,semi_sync] [--json out.json]
+        [--png timeline.png]
+
+Prints a summary per durability policy; never a pass/fail test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import summary_ms, write_json
+from bench.writer import BenchWriter
+from mysqlctl.client import MysqlClient, MysqlParams
+from orchestrator.local import cluster
+from orchestrator.local.cluster import ClusterSpec, ClusterState
+from orchestrator.logs import configure_logging
+from topo.records import Durability, TabletType
+from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
+from workflows.env import WorkflowEnv
+from workflows.errors import WorkflowError
+from workflows.planned_reparent import PlannedReparentOptions, planned_reparent_shard
+from workflows.replication import reparent_tablet
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def admin(state: ClusterState, alias: str) -> MysqlClient:
+    s = state.tablet(alias).server
+    return MysqlClient(MysqlParams(s.host, s.port, s.admin_user, s.admin_password))
+
+
+async def current_primary(state: ClusterState, env: WorkflowEnv) -> str:
+    shard = await env.store.get_shard(state.spec.keyspace, "0")
+    assert shard.primary_alias is not None
+    return shard.primary_alias
+
+
+async def restore(state: ClusterState, env: WorkflowEnv, alias: str) -> bool:
+    """Bring a killed old primary back as a replica, if it holds nothing the shard lacks."""
+    server = state.tablet(alias).server
+    await server.start_again()
+    client = await admin(state, alias)
+    try:
+        status = await client.status()
+        primary = await current_primary(state, env)
+        p = await admin(state, primary)
+        primary_pos = (await p.status()).position
+        await p.close()
+        if not primary_pos.contains(status.position):
+            log(f"  {alias} came back with transactions the new primary lacks "
+                f"({status.position.difference(primary_pos)}); left as spare")  # fmt: skip
+            return False
+    finally:
+        await client.close()
+    await env.store.update_tablet_fields(
+        alias, lambda t: dataclasses.replace(t, type=TabletType.REPLICA)
+    )
+    try:
+        await reparent_tablet(env, alias, wait_s=3)
+    except WorkflowError as e:
+        # MariaDB positions keep one GTID per domain, so a diverged server can look contained
+        # once the new primary has moved past; gtid_strict_mode then refuses to replicate.
+        log(f"  {alias} cannot rejoin ({e}); stopped and left as spare")
+        await server.stop()
+        await env.store.update_tablet_fields(
+            alias, lambda t: dataclasses.replace(t, type=TabletType.SPARE)
+        )
+        return False
+    return True
+
+
+async def run_policy(
+    args: argparse.Namespace, durability: Durability, workdir: Path
+) -> dict[str, Any]:
+    auto = args.auto_ers > 0
+    if auto:
+        os.environ.update({"ORC_HEALTH_INTERVAL_S": str(args.health_interval),
+                           "ORC_HEALTH_TIMEOUT_S": str(args.health_interval * 0.8),
+                           "ORC_RECOVERY_BLOCK_S": "1", "ORC_LOG_LEVEL": "warning"})  # fmt: skip
+    tablets = args.tablets + args.ers + args.auto_ers
+    spec = ClusterSpec(tablets_per_shard=tablets, durability=durability, service=auto)
+    state = await cluster.up(workdir / durability.value, spec)
+    store = state.store()
+    env = WorkflowEnv(store, state.credentials())
+    srv = state.tablets[0].server
+    writer = BenchWriter(store, "zone1", spec.keyspace, "0", srv.app_user, srv.app_password)
+    out: dict[str, Any] = {"durability": durability.value, "tablets": tablets}
+    marks: list[tuple[float, str]] = []
+    try:
+        p = await admin(state, await current_primary(state, env))
+        await p.execute("CREATE DATABASE IF NOT EXISTS bench")
+        await p.execute("CREATE TABLE IF NOT EXISTS bench.acked (id BIGINT PRIMARY KEY, t DOUBLE)")
+        await p.close()
+        writer.start()
+        await asyncio.sleep(0.5)
+
+        windows, durations = [], []
+        spares: set[str] = set()
+        for i in range(args.prs):
+            primary = await current_primary(state, env)
+            usable = [t.alias for t in state.tablets if t.alias not in spares]
+            target = usable[(usable.index(primary) + 1) % len(usable)]
+            t0 = time.monotonic()
+            r = await planned_reparent_shard(
+                env, PlannedReparentOptions(spec.keyspace, "0", new_primary=target)
+            )
+            t1 = time.monotonic()
+            marks.append((t0, "PRS"))
+            await asyncio.sleep(0.3)
+            gap = writer.gap_around(t0, t1)
+            windows.append(gap)
+            durations.append(t1 - t0)
+            log(f"  PRS {i + 1}/{args.prs} -> {target}: window {gap * 1000:.1f} ms "
+                f"(MySQL side {r.write_unavailable_ms} ms), command {(t1 - t0) * 1000:.1f} ms")  # fmt: skip
+        out["prs"] = {"window_ms": summary_ms(windows), "duration_ms": summary_ms(durations)}
+
+        failovers = []
+        for i in range(args.ers):
+            primary = await current_primary(state, env)
+            t_kill = time.monotonic()
+            state.tablet(primary).server.kill()
+            marks.append((t_kill, "ERS"))
+            r = await emergency_reparent_shard(env, EmergencyReparentOptions(spec.keyspace, "0"))
+            first = await _wait_first_ack(writer, t_kill, primary)
+            failovers.append(first - t_kill)
+            log(f"  ERS {i + 1}/{args.ers}: {primary} killed -> {r.new_primary} took a write "
+                f"after {(first - t_kill) * 1000:.1f} ms (command {r.duration_ms} ms)")  # fmt: skip
+            if not await restore(state, env, primary):
+                spares.add(primary)
+        out["ers_explicit"] = {"failover_ms": summary_ms(failovers)}
+
+        auto_failovers, detects = [], []
+        for i in range(args.auto_ers):
+            await asyncio.sleep(1.5)  # past the anti-flapping block of the previous recovery
+            primary = await current_primary(state, env)
+            t_kill = time.monotonic()
+            wall_kill = time.time()
+            state.tablet(primary).server.kill()
+            marks.append((t_kill, "auto"))
+            first = await _wait_first_ack(writer, t_kill, primary, timeout=30)
+            started = [
+                w.created_at
+                for w in await store.list_workflows()
+                if w.action == "EmergencyReparentShard" and w.created_at >= wall_kill
+            ]
+            detect = (min(started) - wall_kill) if started else float("nan")
+            auto_failovers.append(first - t_kill)
+            detects.append(detect)
+            log(
+                f"  automatic {i + 1}/{args.auto_ers}: {primary} killed -> first write after "
+                f"{(first - t_kill) * 1000:.1f} ms (detected after {detect * 1000:.1f} ms)"
+            )
+            if not await restore(state, env, primary):
+                spares.add(primary)
+        if args.auto_ers:
+            out["ers"] = {"failover_ms": summary_ms(auto_failovers),
+                          "detect_ms": summary_ms(detects)}  # fmt: skip
+        else:
+            out["ers"] = out["ers_explicit"]
+
+        await asyncio.sleep(0.5)
+        await writer.stop()
+        final = await current_primary(state, env)
+        c = await admin(state, final)
+        present = {int(r["id"]) for r in await c.fetch_all("SELECT id FROM bench.acked")}
+        await c.close()
+        lost = [a.id for a in writer.acks if a.id not in present]
+        out["writes"] = {"acked": len(writer.acks), "lost": len(lost), "errors": writer.errors}
+        log(
+            f"  writes: {len(writer.acks)} acknowledged, {len(lost)} lost"
+            + (f" (ids {lost[:10]}...)" if lost else "")
+        )
+        out["_timeline"] = (writer.acks, marks)
+        return out
+    finally:
+        await writer.stop()
+        await env.close()
+        await store.close()
+        await cluster.down(state.dir)
+
+
+async def _wait_first_ack(
+    writer: BenchWriter, after: float, old: str, timeout: float = 30
+) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        a = writer.first_ack_after(after, not_on=old)
+        if a is not None:
+            return a.acked
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"no write acknowledged by a new primary within {timeout}s")
+
+
+def plot(path: str, results: list[dict[str, Any]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed (pip install '.[bench]'); no PNG written")
+        return
+    fig, axes = plt.subplots(len(results), 1, figsize=(12, 3.5 * len(results)), squeeze=False)
+    for ax, res in zip(axes[:, 0], results, strict=True):
+        acks, marks = res["_timeline"]
+        if not acks:
+            continue
+        t0 = acks[0].sent
+        ax.scatter([a.acked - t0 for a in acks], [(a.acked - a.sent) * 1000 for a in acks], s=2)
+        for t, label in marks:
+            ax.axvline(t - t0, color={"PRS": "tab:green", "ERS": "tab:red"}.get(label, "tab:purple"),
+                       alpha=0.6, lw=1)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("insert latency (ms)")
+        ax.set_title(f"durability {res['durability']}: green PRS, red ERS, purple automatic")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    log(f"timeline written to {path}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    configure_logging(json=False, level="error")
+    if args.quick:
+        args.prs, args.ers, args.auto_ers = 5, 3, 0 if args.no_service else args.auto_ers or 0
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-reparent-") as d:
+        for name in args.durability.split(","):
+            durability = Durability.parse(name)
+            log(f"durability {durability.value}:")
+            results.append(await run_policy(args, durability, Path(d)))
+    for r in results:
+        prs, ers = r["prs"], r["ers"]
+        log(f"[{r['durability']}] PRS window p50 {prs['window_ms']['p50']} ms, p99 "
+            f"{prs['window_ms']['p99']} ms, max {prs['window_ms']['max']} ms; PRS duration p50 "
+            f"{prs['duration_ms']['p50']} ms; ERS failover p50 {ers['failover_ms']['p50']} ms, "
+            f"max {ers['failover_ms']['max']} ms; writes acked {r['writes']['acked']}, "
+            f"lost {r['writes']['lost']}")  # fmt: skip
+    if args.png:
+        plot(args.png, results)
+    doc = {r["durability"]: {k: v for k, v in r.items() if not k.startswith("_")} for r in results}
+    first = results[0]
+    doc.update({k: first[k] for k in ("prs", "ers", "writes")})  # top-level: first policy
+    write_json(args.json, doc)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description="failover benchmark")
+    p.add_argument("--quick", action="store_true", help="5 PRS + 3 ERS per policy")
+    p.add_argument("--prs", type=int, default=20)
+    p.add_argument("--ers", type=int, default=5)
+    p.add_argument("--auto-ers", type=int, default=0, help="automatic recoveries by the service")
+    p.add_argument("--no-service", action="store_true")
+    p.add_argument("--tablets", type=int, default=3)
+    p.add_argument("--health-interval", type=float, default=0.25)
+    p.add_argument("--durability", default="none,semi_sync")
+    p.add_argument("--json")
+    p.add_argument("--png")
+    asyncio.run(main(p.parse_args()))
