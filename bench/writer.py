@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -92,7 +93,7 @@ class BenchWriter:
         after = [t for t in times if t > end]
         inside = [t for t in times if start <= t <= end]
         points = ([before[-1]] if before else []) + inside + ([after[0]] if after else [])
-        return max((b - a for a, b in zip(points, points[1:], strict=False)), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
 
     def first_ack_after(self, t: float, *, not_on: str | None = None) -> Ack | None:
         return next((a for a in self.acks if a.acked > t and a.primary != not_on), None)
