@@ -83,6 +83,9 @@ class EtcdKV:
         self._current = 0
         self._client: aetcd.Client | None = None
         self._connect_lock = asyncio.Lock()
+        # Observability hook (the service sets it to record metrics; topo imports no metrics
+        # library): called after every `call` with (what, seconds, succeeded).
+        self.on_call: Callable[[str, float, bool], None] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -105,19 +108,38 @@ class EtcdKV:
             with contextlib.suppress(Exception):
                 await c.close()
 
-    async def _rotate(self) -> None:
-        """After a failure, the next call goes to the next endpoint (a cluster member died)."""
-        await self.close()
-        self._current = (self._current + 1) % len(self.endpoints)
+    async def _rotate(self, failed: aetcd.Client | None) -> None:
+        """After a failure, the next call goes to the next endpoint (a cluster member died).
+
+        Only the first of several concurrent callers that failed on the same client rotates;
+        the others find a new client already in place.
+        """
+        async with self._connect_lock:
+            if failed is not None and self._client is not failed:
+                return
+            c, self._client = self._client, None
+            self._current = (self._current + 1) % len(self.endpoints)
+        if c is not None:
+            with contextlib.suppress(Exception):
+                await c.close()
 
     async def call(self, op: Callable[[aetcd.Client], Any], *, what: str = "etcd") -> Any:
-        """Run one etcd operation with a deadline; retry once on the next endpoint."""
+        """Run one etcd operation with a deadline; retry on the next endpoint on failure."""
         attempts = max(2, len(self.endpoints))
-        last: Exception | None = None
+        last: BaseException | None = None
         for _ in range(attempts):
+            client: aetcd.Client | None = None
             try:
+                client = await self.client()
                 async with asyncio.timeout(self.op_timeout):
-                    return await op(await self.client())
+                    return await op(client)
+            except asyncio.CancelledError as e:
+                # Closing a channel (another caller rotating away from a dead member) cancels
+                # the RPCs in flight on it; only a cancellation of our own task is real.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                last = e
             except (TimeoutError, aetcd.exceptions.ConnectionFailedError) as e:
                 last = e
             except aetcd.exceptions.ConnectionTimeoutError as e:
@@ -127,7 +149,7 @@ class EtcdKV:
                     last = e
                 else:
                     raise TopoError(f"{what}: {e}") from e
-            await self._rotate()
+            await self._rotate(client)
         raise TopoUnavailableError(f"{what}: etcd unavailable ({self.endpoint}): {last!r}")
 
     # -- reads ---------------------------------------------------------------------------
@@ -270,6 +292,7 @@ class EtcdKV:
                     kv.key.decode(), None if deleted else bytes(kv.value), int(kv.mod_revision)
                 )
         except aetcd.exceptions.ClientError as e:
+            await self._rotate(c)  # the member we watched through may be gone
             raise TopoUnavailableError(f"watch {key}: {e!r}") from e
         finally:
             with contextlib.suppress(Exception):

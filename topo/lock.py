@@ -23,7 +23,13 @@ from typing import Any
 
 import structlog
 
-from topo.errors import LockLostError, LockTimeoutError, NodeExistsError, TopoError
+from topo.errors import (
+    LockLostError,
+    LockTimeoutError,
+    NodeExistsError,
+    TopoError,
+    TopoUnavailableError,
+)
 from topo.kv import Fence
 from topo.records import LockInfo
 from topo.store import TopoStore
@@ -106,26 +112,23 @@ class ShardLock:
         start = time.monotonic()
         deadline = start + self.timeout
         kv = self.store.kv
-        lease_id = await kv.grant_lease(self.ttl)
-        info = LockInfo(
-            keyspace=self.keyspace,
-            shard=self.shard,
-            action=self.action,
-            holder_host=socket.gethostname(),
-            holder_pid=os.getpid(),
-            instance_id=self.store.instance_id,
-            workflow_id=self.workflow_id,
-            reason=self.reason,
-            started_at=time.time(),
-            lease_id=lease_id,
-        )
+        lease_id: int | None = None
         try:
             while True:
+                # A lease of our own per attempt: one granted before a wait longer than its TTL
+                # would have expired by the time the holder is gone (nobody refreshes it while
+                # we wait), and etcd would refuse the create ("requested lease not found").
+                if lease_id is None:
+                    lease_id = await kv.grant_lease(self.ttl)
+                info = self._lock_info(lease_id)
                 try:
                     created = await kv.create(self.key, info.to_json(), lease=lease_id)
                     break
                 except NodeExistsError:
                     pass
+                with contextlib.suppress(TopoError):
+                    await kv.revoke_lease(lease_id)
+                lease_id = None
                 holder = await kv.get(self.key)
                 if holder is None:
                     continue  # released between our create and our read: try again at once
@@ -138,8 +141,9 @@ class ShardLock:
                     )
                 await self._wait_deleted(holder.mod_revision, remaining)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await kv.revoke_lease(lease_id)
+            if lease_id is not None:
+                with contextlib.suppress(Exception):
+                    await kv.revoke_lease(lease_id)
             raise
         self.waited_s = time.monotonic() - start
         self._fence = Fence(self.key, created.create_revision)
@@ -151,13 +155,34 @@ class ShardLock:
         self._keepalive = asyncio.create_task(self._keep_alive(lease_id))
         log.debug("shard lock taken", lock=self.key, action=self.action, waited_s=self.waited_s)
 
+    def _lock_info(self, lease_id: int) -> LockInfo:
+        return LockInfo(
+            keyspace=self.keyspace,
+            shard=self.shard,
+            action=self.action,
+            holder_host=socket.gethostname(),
+            holder_pid=os.getpid(),
+            instance_id=self.store.instance_id,
+            workflow_id=self.workflow_id,
+            reason=self.reason,
+            started_at=time.time(),
+            lease_id=lease_id,
+        )
+
     async def _wait_deleted(self, seen_revision: int, timeout: float) -> None:
-        """Return when the key is deleted after `seen_revision`, or after `timeout`."""
+        """Return when the key is deleted after `seen_revision`, or after `timeout`.
+
+        A watch broken by an etcd member going away also returns (after a short pause): the
+        caller re-reads the lock, through the next endpoint, and waits again if still held.
+        """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                async for ev in self.store.kv.watch(self.key, start_revision=seen_revision + 1):
-                    if ev.value is None:
-                        return
+                try:
+                    async for ev in self.store.kv.watch(self.key, start_revision=seen_revision + 1):
+                        if ev.value is None:
+                            return
+                except TopoUnavailableError:
+                    await asyncio.sleep(0.1)
 
     async def _keep_alive(self, lease_id: int) -> None:
         """Refresh the lease every ttl/3; on loss, mark lost and cancel the holder."""

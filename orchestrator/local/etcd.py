@@ -33,6 +33,8 @@ class EtcdServer:
     pid: int
     log_path: Path
     initial_cluster: str
+    # Identical for all members of one cluster (members with different tokens refuse each other).
+    cluster_token: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -91,8 +93,10 @@ async def start_etcd(base_dir: Path, *, members: int = 1) -> list[EtcdServer]:
             )
         )
     cluster = ",".join(f"{s.name}=http://127.0.0.1:{s.peer_port}" for s in servers)
+    token = f"orc-{os.getpid()}-{servers[0].client_port}"
     for s in servers:
         s.initial_cluster = cluster
+        s.cluster_token = token
         s.pid = await _spawn(s, new_cluster=True)
     try:
         await asyncio.gather(*(wait_etcd_ready(s, timeout=20) for s in servers))
@@ -114,7 +118,7 @@ async def _spawn(s: EtcdServer, *, new_cluster: bool) -> int:
         "--initial-advertise-peer-urls", f"http://127.0.0.1:{s.peer_port}",
         "--initial-cluster", s.initial_cluster,
         "--initial-cluster-state", "new" if new_cluster else "existing",
-        "--initial-cluster-token", f"orc-{os.getpid()}-{s.client_port}",
+        "--initial-cluster-token", s.cluster_token,
         # Short election timings: loopback members, and fault tests want quick re-election.
         "--heartbeat-interval", "50",
         "--election-timeout", "500",
