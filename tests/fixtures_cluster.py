@@ -1,14 +1,23 @@
 """A whole shard for workflow tests: real MariaDB servers registered as tablets in a fresh
-topology root on the session's etcd, started by the same launcher as `orchestrator local up`."""
+topology root on the session's etcd, started by the same launcher as `orchestrator local up`.
+
+* ``shard_factory``: ``shard = await shard_factory(tablets=3, cells=("zone1",))``, a running
+  shard with InitShardPrimary done (first tablet primary).
+* ``shards_factory``: ``a, b = await shards_factory(shards=2)``, several shards of one keyspace
+  in one topology root (so they share the serving graph), one ``Shard`` harness each.
+* ``Writer``: an application inserting numbered rows through the serving graph's primary.
+* ``eventually``: wait for a condition with a deadline instead of sleeping.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +28,8 @@ from orchestrator.local import cluster
 from orchestrator.local.cluster import ClusterSpec, ClusterState
 from orchestrator.local.etcd import EtcdServer
 from orchestrator.local.mariadb import MariadbServer
-from topo.records import Durability, TabletType
+from topo.alias import shard_names
+from topo.records import Durability, Tablet, TabletType
 from topo.store import TopoStore
 from workflows.env import WorkflowEnv, WorkflowSettings
 from workflows.faults import FaultPoints
@@ -35,10 +45,11 @@ class Shard:
     keyspace: str
     shard: str
     _clients: dict[str, MysqlClient] = field(default_factory=dict)
+    _envs: list[WorkflowEnv] = field(default_factory=list)
 
     @property
     def aliases(self) -> list[str]:
-        return [t.alias for t in self.state.tablets]
+        return [t.alias for t in self.state.tablets if t.shard == self.shard]
 
     def server(self, alias: str) -> MariadbServer:
         return self.state.tablet(alias).server
@@ -63,7 +74,62 @@ class Shard:
             faults=FaultPoints(kill_at=frozenset(),
                                hooks={k.replace("_", ".", 1): v for k, v in hooks.items()}),
         )  # fmt: skip
+        self._envs.append(env)
         return env
+
+    def env_with(
+        self, *, hooks: dict[str, Callable[[], Awaitable[None]]] | None = None, **settings: Any
+    ) -> WorkflowEnv:
+        """A second environment (its own connections) with some settings changed, e.g.
+        ``lock_timeout=0.3``; ``hooks`` by fault point name (``{"prs.before_demote": fn}``)."""
+        env = WorkflowEnv(
+            self.store, self.env.creds, settings=replace(self.env.settings, **settings),
+            faults=FaultPoints(kill_at=frozenset(), hooks=hooks or {}),
+        )  # fmt: skip
+        self._envs.append(env)
+        return env
+
+    async def tablet(self, alias: str) -> Tablet:
+        return await self.store.get_tablet(alias)
+
+    async def types(self) -> dict[str, TabletType]:
+        """Every tablet's type in the topology, by alias."""
+        return {a: (await self.tablet(a)).type for a in self.aliases}
+
+    async def serving(self) -> tuple[str | None, bool]:
+        """What the serving graph of the primary's cell says: (primary alias, serving)."""
+        graph = await self.store.get_srv_keyspace("zone1", self.keyspace)
+        s = graph.shard(self.shard)
+        if s is None or s.primary is None:
+            return None, False
+        return s.primary.alias, s.primary_serving
+
+    async def app_insert(self, alias: str, row_id: int) -> None:
+        """One application write on `alias` (refused by read_only, as for a real client)."""
+        async with MysqlClient(self.app_params(alias)) as c:
+            await c.execute("INSERT INTO test.acked (id, t) VALUES (%s, %s)", (row_id, time.time()))
+
+    async def row_ids(self, alias: str) -> set[int]:
+        rows = await self.admin(alias).fetch_all("SELECT id FROM test.acked")
+        return {int(r["id"]) for r in rows}
+
+    async def wait_rows(self, alias: str, ids: set[int] | list[int], timeout: float = 10) -> None:
+        """Until `alias` holds every id in `ids` (replication catching up)."""
+        want = set(ids)
+
+        async def has_all() -> bool:
+            return want <= await self.row_ids(alias)
+
+        await eventually(has_all, timeout, f"{alias} to hold rows {sorted(want)[-5:]}...")
+
+    async def wait_replicating(self, alias: str, timeout: float = 10) -> None:
+        """Until both replication threads of `alias` run."""
+
+        async def running() -> bool:
+            r = await self.admin(alias).replication_status()
+            return r is not None and r.io_running and r.sql_running
+
+        await eventually(running, timeout, f"{alias} to replicate")
 
     async def primary_alias(self) -> str | None:
         return (await self.store.get_shard(self.keyspace, self.shard)).primary_alias
@@ -104,6 +170,7 @@ class Shard:
         assert len(writable) <= 1, f"more than one writable server: {writable}"
         primary = await self.primary_alias()
         assert writable == [primary], f"writable {writable}, topology says primary {primary}"
+        assert primary is not None
         tablets = {t.alias: t for t in await self.store.list_tablets(keyspace=self.keyspace)}
         assert tablets[primary].type == TabletType.PRIMARY
         p = self.server(primary)
@@ -126,49 +193,104 @@ class Shard:
         for c in self._clients.values():
             with contextlib.suppress(Exception):
                 await c.close()
+        for e in self._envs:
+            with contextlib.suppress(Exception):
+                await e.close()
         await self.env.close()
         await self.store.close()
 
 
 ShardFactory = Callable[..., Awaitable[Shard]]
+ShardsFactory = Callable[..., Awaitable[list[Shard]]]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, what: str, *, every: float = 0.05
+) -> None:
+    """Poll `check` until it returns True; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(every)
+
+
+class _Clusters:
+    """Starts clusters for one test and tears every one of them down afterwards."""
+
+    def __init__(self, etcd_server: EtcdServer, tmp_path: Path) -> None:
+        self.etcd = etcd_server
+        self.tmp = tmp_path
+        self.count = 0
+        self.made: list[Shard] = []
+        self.states: list[ClusterState] = []
+
+    async def make(
+        self,
+        tablets: int = 3,
+        cells: tuple[str, ...] = ("zone1",),
+        durability: str = "none",
+        settings: WorkflowSettings | None = None,
+        shards: int = 1,
+        **settings_kw: Any,
+    ) -> list[Shard]:
+        root = f"/t-{uuid.uuid4().hex[:10]}"
+        spec = ClusterSpec(
+            tablets_per_shard=tablets, cells=cells, durability=Durability.parse(durability),
+            service=False, root=root, shards=shards,
+        )  # fmt: skip
+        self.count += 1
+        state = await cluster.up(
+            self.tmp / f"c{self.count}", spec, etcd_endpoints=[self.etcd.endpoint]
+        )
+        self.states.append(state)
+        out = []
+        for name in shard_names(shards):
+            store = state.store(lock_ttl=3)
+            env = WorkflowEnv(
+                store, state.credentials(), settings=settings or WorkflowSettings(**settings_kw)
+            )
+            shard = Shard(state, store, env, spec.keyspace, name)
+            self.made.append(shard)
+            out.append(shard)
+        return out
+
+    async def close(self) -> None:
+        for s in self.made:
+            await s.close()
+        for state in self.states:
+            for t in state.tablets:
+                t.server.kill()
 
 
 @pytest.fixture
 async def shard_factory(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterator[ShardFactory]:
     """`await shard_factory(tablets=3, cells=("zone1",), durability="none")`: a running shard
-    with InitShardPrimary done (first tablet primary)."""
-    made: list[Shard] = []
+    with InitShardPrimary done (first tablet primary). Tablets are spread over the cells
+    round-robin (zone1-101, zone2-102, zone1-103...)."""
+    clusters = _Clusters(etcd_server, tmp_path)
 
-    async def make(
-        tablets: int = 3,
-        cells: tuple[str, ...] = ("zone1",),
-        durability: str = "none",
-        settings: WorkflowSettings | None = None,
-        **settings_kw: Any,
-    ) -> Shard:
-        root = f"/t-{uuid.uuid4().hex[:10]}"
-        spec = ClusterSpec(
-            tablets_per_shard=tablets, cells=cells, durability=Durability.parse(durability),
-            service=False, root=root,
-        )  # fmt: skip
-        state = await cluster.up(
-            tmp_path / f"c{len(made)}", spec, etcd_endpoints=[etcd_server.endpoint]
-        )
-        store = state.store(lock_ttl=3)
-        env = WorkflowEnv(
-            store, state.credentials(), settings=settings or WorkflowSettings(**settings_kw)
-        )
-        shard = Shard(state, store, env, spec.keyspace, "0")
-        made.append(shard)
+    async def make(*args: Any, **kwargs: Any) -> Shard:
+        (shard,) = await clusters.make(*args, **kwargs)
         return shard
 
     try:
         yield make
     finally:
-        for s in made:
-            await s.close()
-            for t in s.state.tablets:
-                t.server.kill()
+        await clusters.close()
+
+
+@pytest.fixture
+async def shards_factory(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterator[ShardsFactory]:
+    """`await shards_factory(shards=2, tablets=3)`: one keyspace of several shards (tablet uids
+    101... for the first, 201... for the second), one `Shard` harness per shard."""
+    clusters = _Clusters(etcd_server, tmp_path)
+    try:
+        yield clusters.make
+    finally:
+        await clusters.close()
 
 
 @dataclass
@@ -181,6 +303,11 @@ class Writer:
     errors: int = 0
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _next_id: int = 1
+
+    def _take_id(self) -> int:
+        i, self._next_id = self._next_id, self._next_id + 1
+        return i
 
     async def _primary_params(self) -> MysqlParams | None:
         graph = await self.shard.store.get_srv_keyspace("zone1", self.shard.keyspace)
@@ -190,7 +317,6 @@ class Writer:
         return self.shard.app_params(s.primary.alias)
 
     async def _run(self) -> None:
-        next_id = 1
         client: MysqlClient | None = None
         params: MysqlParams | None = None
         while not self._stop.is_set():
@@ -203,20 +329,47 @@ class Writer:
                 if client is None:
                     await asyncio.sleep(0.005)
                     continue
+                # An id whose insert failed may or may not exist: it is never reused.
+                row_id = self._take_id()
                 await client.execute(
-                    "INSERT INTO test.acked (id, t) VALUES (%s, %s)", (next_id, time.time())
+                    "INSERT INTO test.acked (id, t) VALUES (%s, %s)", (row_id, time.time())
                 )
-                self.acked.append((next_id, time.monotonic()))
-                next_id += 1
+                self.acked.append((row_id, time.monotonic()))
             except Exception:
                 self.errors += 1
-                next_id += 1  # an id whose insert failed may or may not exist; never reuse it
                 await asyncio.sleep(0.005)
         if client is not None:
             await client.close()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+
+    async def write(self, n: int) -> list[int]:
+        """Insert `n` rows now, one by one, through the serving graph's primary (which must
+        take them); returns their ids."""
+        params = await self._primary_params()
+        assert params is not None, "the serving graph names no serving primary"
+        ids = [self._take_id() for _ in range(n)]
+        async with MysqlClient(params) as client:
+            for i in ids:
+                await client.execute(
+                    "INSERT INTO test.acked (id, t) VALUES (%s, %s)", (i, time.time())
+                )
+                self.acked.append((i, time.monotonic()))
+        return ids
+
+    async def wait_acked(self, n: int, timeout: float = 10) -> None:
+        """Until at least `n` more rows have been acknowledged (the writer is running)."""
+        target = len(self.acked) + n
+
+        async def enough() -> bool:
+            return len(self.acked) >= target
+
+        await eventually(enough, timeout, f"{n} acknowledged writes", every=0.005)
+
+    @property
+    def ids(self) -> list[int]:
+        return [i for i, _ in self.acked]
 
     async def stop(self) -> None:
         self._stop.set()
@@ -225,9 +378,12 @@ class Writer:
 
     def max_gap_ms(self, after: float | None = None) -> float:
         times = [t for _, t in self.acked if after is None or t >= after]
-        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0) * 1000
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000
 
     async def missing_on(self, alias: str) -> list[int]:
-        rows = await self.shard.admin(alias).fetch_all("SELECT id FROM test.acked")
-        present = {int(r["id"]) for r in rows}
+        present = await self.shard.row_ids(alias)
         return [i for i, _ in self.acked if i not in present]
+
+    async def wait_all_on(self, alias: str, timeout: float = 10) -> None:
+        """Until every acknowledged row is on `alias` (it may still be replicating)."""
+        await self.shard.wait_rows(alias, self.ids, timeout)

@@ -6,7 +6,8 @@ Steps:
      cannot be read is skipped)
   2. verify the new primary is not replicating and is writable (the outside tool finished)
   3. write the journal row on the new primary
-  4. the old primary becomes `spare` if it does not answer, else `replica`
+  4. the old primary becomes `spare` if it does not answer, else `replica` (and is fenced
+     read-only if the outside tool left it writable)
   5. publish: new primary's type and term, Shard record, serving graph
 
 Fails cleanly, with nothing changed, if etcd is unavailable. Not gated by
@@ -67,7 +68,13 @@ async def tablet_externally_reparented(
         new_types = {}
         if old is not None and old.alias != new.alias:
             answers = await run.step("probe_old_primary", probe(env, [old]))
-            alive = isinstance(answers[old.alias], ServerStatus)
+            old_status = answers[old.alias]
+            alive = isinstance(old_status, ServerStatus)
+            if isinstance(old_status, ServerStatus) and not old_status.read_only:
+                # The outside tool moved the primary but left the old one writable: fence it,
+                # or two servers would take writes. Replication itself is left alone.
+                run.lock.check()
+                await run.step("fence_old_primary", env.mysql(old).set_read_only(True))
             new_types[old.alias] = TabletType.REPLICA if alive else TabletType.SPARE
             run.note("old_primary", f"{old.alias} -> {new_types[old.alias].value}")
         await env.faults.hit("ter.after_tablets")

@@ -181,7 +181,10 @@ class WorkflowRun:
         store = self.env.store
         for _ in range(5):
             try:
-                self.record = await store.update_workflow(self.record)
+                # Steps recorded while this write was in flight must survive it: keep the
+                # current record and take only the new revision from the write.
+                written = await store.update_workflow(self.record)
+                self.record = self.record.with_revision(written.revision)
                 return
             except TopoError as e:
                 if not isinstance(e, BadVersionError):
