@@ -29,7 +29,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -42,6 +41,8 @@ from typing import Any
 
 import aiomysql
 import pymysql
+
+from orchestrator.local.ports import free_port
 
 __all__ = [
     "DEFAULT_ADMIN_PASSWORD",
@@ -196,14 +197,6 @@ class MariadbServer:
             app_user=str(data.get("app_user", DEFAULT_APP_USER)),
             app_password=str(data.get("app_password", DEFAULT_APP_PASSWORD)),
         )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken
-    by the time the server binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_mariadb(
