@@ -3,10 +3,12 @@ without losing an acknowledged transaction.
 
 Steps:
   1. refuse if active reparents are disabled
-  2. lock the shard, read it
+  2. lock the shard, read it; if its primary answers as a writable primary (an earlier ERS,
+     perhaps this one before a crash, finished the job) and no other new primary is named:
+     done, no change
   3. in parallel, on every tablet not ignored: stop the IO thread (nothing new arrives from a
      primary that may come back) and read its status; fence the old primary read-only if it
-     answers
+     answers, and any replica an interrupted reparent left writable
   4. wait for every reachable replica to apply what it has received
   5. with semi_sync durability, refuse unless every tablet that could have acknowledged a
      commit answered (otherwise the only copy of an acknowledged write may be out of reach)
@@ -79,6 +81,22 @@ async def emergency_reparent_shard(
         for alias in opts.ignore_replicas:
             view.tablet(alias)
         old = view.primary
+        if old is not None and opts.new_primary in (None, old.alias):
+            working = await run.step("check_primary_dead", _works_as_primary(env, old))
+            if working:
+                # A live primary: an earlier ERS (perhaps this one, rerun after a crash) has
+                # done the job, or the primary came back. A second failover would fence a
+                # healthy primary for nothing.
+                run.note("nothing_to_do", f"{old.alias} answers as a writable primary")
+                result = ReparentResult(
+                    workflow_id=run.id, action=ACTION, keyspace=opts.keyspace, shard=opts.shard,
+                    new_primary=old.alias, old_primary=old.alias, changed=False,
+                    duration_ms=round((time.monotonic() - started) * 1000, 1),
+                    warnings=(f"{old.alias} answers as a writable primary; name new_primary to "
+                              "move the primary anyway",),
+                )  # fmt: skip
+                run.set_result(result.to_dict())
+                return result
         ignored = set(opts.ignore_replicas)
         others = [t for t in view.tablets if t.alias not in ignored and t is not old]
 
@@ -175,6 +193,17 @@ async def emergency_reparent_shard(
         return result
 
 
+async def _works_as_primary(env: WorkflowEnv, tablet: Tablet) -> bool:
+    """The tablet answers, is typed primary, writable and replicates from nobody."""
+    if tablet.type != TabletType.PRIMARY:
+        return False
+    try:
+        status = await env.mysql(tablet).status(timeout=env.settings.probe_timeout)
+    except (MysqlError, TimeoutError):
+        return False
+    return not status.read_only and status.replication is None
+
+
 def _is_replica(status: ServerStatus | BaseException) -> bool:
     return isinstance(status, ServerStatus) and status.replication is not None
 
@@ -190,6 +219,11 @@ async def _stop_io_and_probe(
         status = await client.status(timeout=timeout)
         if status.replication is not None:
             await client.stop_io_thread(timeout=timeout)
+            status = await client.status(timeout=timeout)
+        if not status.read_only:
+            # Promoted by an interrupted reparent: fenced, so that promoting another tablet
+            # never leaves two writable servers (it is promoted again if it is the elect).
+            await client.set_read_only(True, timeout=timeout)
             status = await client.status(timeout=timeout)
         return status
 

@@ -6,18 +6,19 @@ Steps (the write-unavailability window is marked; only what must be inside it is
   3. every tablet must answer before anything is touched
   4. choose the primary-elect (named, or the most advanced healthy replica in the primary's
      cell); PRS to the current primary, or avoid_primary naming another tablet: done, no change
-  5. let the elect catch up with the primary while it still takes writes (shrinks the window;
+  5. fence any replica left writable by an interrupted reparent (its half-promoted elect)
+  6. let the elect catch up with the primary while it still takes writes (shrinks the window;
      if it cannot, fail here with nothing changed)
-  6. mark the primary not serving in the serving graph (clients stop sending it writes)
+  7. mark the primary not serving in the serving graph (clients stop sending it writes)
   --- window opens
-  7. demote the old primary: read-only, read its position
-  8. the elect waits for that position; if it cannot in time: undo (old primary writable and
+  8. demote the old primary: read-only, read its position
+  9. the elect waits for that position; if it cannot in time: undo (old primary writable and
      serving again) and fail
-  9. promote the elect: replication reset, semi-sync per durability, writable
+ 10. promote the elect: replication reset, semi-sync per durability, writable
   --- window closes
- 10. in parallel: publish the new primary in topology (old primary -> replica), repoint every
+ 11. in parallel: publish the new primary in topology (old primary -> replica), repoint every
      replica and the old primary, write the journal row on the new primary
- 11. wait for the journal row on every repointed tablet
+ 12. wait for the journal row on every repointed tablet
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from dataclasses import dataclass
 
 from mysqlctl.client import ServerStatus
 from mysqlctl.errors import MysqlError
-from topo.records import TabletType
+from topo.records import Tablet, TabletType
 from workflows.candidates import choose_prs_elect
 from workflows.common import (
     ShardView,
     candidate,
     describe_errors,
+    gather_map,
     probe,
     publish_new_primary,
     read_shard,
@@ -123,6 +125,13 @@ async def planned_reparent_shard(
         run.note("elect", f"{elect.alias} will replace {primary.alias}")
         primary_status = statuses[primary.alias]
         assert isinstance(primary_status, ServerStatus)
+        stray = [t for t in replicas if _writable(statuses[t.alias])]
+        if stray:
+            run.lock.check()
+            await run.step(
+                "fence_writable_replicas", _fence(env, stray),
+                detail=", ".join(t.alias for t in stray),
+            )  # fmt: skip
 
         await run.step(
             "elect_catches_up_before_demotion",
@@ -208,6 +217,23 @@ async def planned_reparent_shard(
                 f"it yet: {describe_errors(problems)}"
             )
         return result
+
+
+def _writable(status: ServerStatus | BaseException) -> bool:
+    return isinstance(status, ServerStatus) and not status.read_only
+
+
+async def _fence(env: WorkflowEnv, tablets: list[Tablet]) -> None:
+    """Make read-only the replicas that an interrupted reparent left writable (its promoted
+    elect), before anything else: the old primary must never be writable again, nor another
+    tablet promoted, next to them. The elect, if one of them, is promoted again later."""
+    errors = await gather_map({t.alias: env.mysql(t).set_read_only(True) for t in tablets})
+    failed = {a: e for a, e in errors.items() if isinstance(e, BaseException)}
+    if failed:
+        raise PreconditionError(
+            f"writable replicas cannot be fenced read-only: {describe_errors(failed)}",
+            tablet=min(failed),
+        )
 
 
 async def _catch_up(
