@@ -5,18 +5,25 @@ Steps:
   1. refuse if active reparents are disabled
   2. lock the shard, read it; refuse if it already has a primary (unless forced)
   3. every tablet must answer (a shard is initialised whole, or not at all)
-  4. promote the chosen tablet (writable, semi-sync per durability)
-  5. point every other tablet at it (in parallel)
-  6. write the journal row on the new primary and wait for it on every replica
-  7. publish: tablet types, Shard record, serving graph
+  4. fence every other tablet read-only; the chosen tablet must already hold every
+     transaction any other tablet holds (InitShardPrimary moves no data: re-initialising a
+     live shard onto a tablet that is behind would lose writes, so it is refused and the
+     fence undone; PlannedReparentShard is the way to move a live primary)
+  5. promote the chosen tablet (writable, semi-sync per durability)
+  6. point every other tablet at it (in parallel)
+  7. write the journal row on the new primary and wait for it on every replica
+  8. publish: tablet types, Shard record, serving graph
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from topo.records import TabletType
+from mysqlctl.client import ServerStatus
+from topo.records import Tablet, TabletType
 from workflows.common import (
     describe_errors,
     probe,
@@ -73,12 +80,17 @@ async def init_shard_primary(
                 f"every tablet must answer to initialise the shard: {describe_errors(failed)}"
             )
 
+        others = [t for t in view.tablets if t.alias != elect.alias]
+        writable = [t for t in others if not _status(statuses, t.alias).read_only]
+        run.lock.check()
+        await run.step("fence_other_tablets", _set_read_only(env, writable, True))
+        await run.step("check_elect_holds_everything", _check_elect(env, elect, others, writable))
+
         run.lock.check()
         position = await run.step(
             "promote", env.mysql(elect).promote(semi_sync=view.semi_sync), detail=elect.alias
         )
         await env.faults.hit("isp.after_promote")
-        others = [t for t in view.tablets if t.alias != elect.alias]
         run.lock.check()
         repointed = await run.step("repoint_replicas", repoint_all(env, view, others, elect))
         entry = await run.step("write_journal", write_journal(env, elect, ACTION, position))
@@ -117,3 +129,35 @@ async def init_shard_primary(
                 + describe_errors(problems)
             )
         return result
+
+
+def _status(statuses: Mapping[str, ServerStatus | BaseException], alias: str) -> ServerStatus:
+    s = statuses[alias]
+    assert isinstance(s, ServerStatus)
+    return s
+
+
+async def _set_read_only(env: WorkflowEnv, tablets: Sequence[Tablet], on: bool) -> None:
+    await asyncio.gather(*(env.mysql(t).set_read_only(on) for t in tablets))
+
+
+async def _check_elect(
+    env: WorkflowEnv, elect: Tablet, others: Sequence[Tablet], fenced: Sequence[Tablet]
+) -> None:
+    """Refuse, undoing the fence, unless the elect holds every other tablet's transactions."""
+    statuses = await probe(env, [elect, *others])
+    elect_pos = _status(statuses, elect.alias).position
+    ahead = {
+        t.alias: _status(statuses, t.alias).position
+        for t in others
+        if not elect_pos.contains(_status(statuses, t.alias).position)
+    }
+    if ahead:
+        await _set_read_only(env, fenced, False)
+        detail = ", ".join(f"{a} has {p}" for a, p in sorted(ahead.items()))
+        raise PreconditionError(
+            f"{elect.alias} ({elect_pos}) lacks transactions other tablets hold ({detail}); "
+            "InitShardPrimary moves no data and would lose them. Use PlannedReparentShard to "
+            "move a live primary; nothing was changed",
+            tablet=elect.alias,
+        )

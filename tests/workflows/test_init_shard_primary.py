@@ -103,3 +103,24 @@ async def test_isp_is_refused_when_active_reparents_are_disabled(
             InitShardPrimaryOptions(shard.keyspace, shard.shard, "zone1-102", force=True),
         )
     assert await shard.check_invariants() == "zone1-101"
+
+
+async def test_forced_init_onto_a_tablet_that_is_behind_is_refused_and_undone(
+    shard_factory,
+) -> None:  # type: ignore[no-untyped-def]
+    """Re-initialising a live shard onto a replica that lacks rows would lose them: refused,
+    the fence undone, the old primary writable again, topology unchanged."""
+    from workflows.errors import PreconditionError
+    from workflows.init_shard_primary import InitShardPrimaryOptions, init_shard_primary
+
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    await shard.admin("zone1-102").stop_replication()
+    await shard.admin("zone1-101").execute("INSERT INTO test.acked (id, t) VALUES (1, 0)")
+    with pytest.raises(PreconditionError, match="lacks transactions"):
+        await init_shard_primary(
+            shard.env, InitShardPrimaryOptions("commerce", "0", "zone1-102", force=True)
+        )
+    assert await shard.primary_alias() == "zone1-101"
+    assert not (await shard.admin("zone1-101").status()).read_only
+    assert (await shard.admin("zone1-102").status()).read_only
