@@ -89,6 +89,8 @@ class WorkflowRun:
         return self.lock.fence
 
     async def __aenter__(self) -> WorkflowRun:
+        # An unknown keyspace or shard is a plain NoNodeError: no workflow record, no lock key.
+        await self.env.store.get_shard(self.keyspace, self.shard)
         self.record = await self.env.store.create_workflow(self.record)
         self._emit({"event": "started", "args": self.record.args})
         try:
