@@ -267,8 +267,8 @@ async def down(dir: Path) -> list[str]:
         stopped.append(f"{t.alias} mariadbd (pid {t.server.pid})")
     for e in state.etcd:
         if e.is_running():
-            await e.stop()
             stopped.append(f"{e.name} (pid {e.pid})")
+            await e.stop()
     (state.dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
 
