@@ -123,6 +123,8 @@ async def planned_reparent_shard(
         )
         elect = view.tablet(elect_alias)
         run.note("elect", f"{elect.alias} will replace {primary.alias}")
+        # Recorded at once: if this process dies, a resumed run finishes this very move.
+        run.set_result({"new_primary": elect.alias, "old_primary": primary.alias})
         primary_status = statuses[primary.alias]
         assert isinstance(primary_status, ServerStatus)
         stray = [t for t in replicas if _writable(statuses[t.alias])]

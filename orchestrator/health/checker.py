@@ -1,0 +1,253 @@
+"""The health loop: every `health_interval_s`, check every tablet, analyse every shard, and (on
+the leader) start the recoveries.
+
+One cycle:
+  1. read the topology once: keyspaces, shards, tablets, held shard locks (a handful of etcd
+     reads per cycle, whatever the number of tablets)
+  2. check every tablet in parallel (at most `health_concurrency` at a time), each bounded by
+     `health_timeout_s`, on connections of the checker's own: a check never waits behind a
+     workflow's statement
+  3. on the leader, after it became leader and every 30 s: mark `interrupted` the workflow
+     records whose holder is gone
+  4. per shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and say so
+     in one sentence
+
+Every instance checks (so any instance can answer status queries from `snapshot()`); only the
+leader recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from orchestrator.health import metrics
+from orchestrator.health.analysis import Problem, TabletHealth, analyze
+from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
+from topo.errors import TopoError
+from topo.records import Keyspace, LockInfo, Shard, Tablet
+from workflows.env import ClientPool, MysqlCredentials
+
+if TYPE_CHECKING:
+    from orchestrator.service import Service
+
+log = structlog.get_logger(__name__)
+
+SWEEP_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    """One cycle's read of the topology."""
+
+    keyspaces: dict[str, Keyspace]
+    shards: list[Shard]
+    tablets: list[Tablet]
+    locks: dict[str, LockInfo]  # by "ks/shard"
+
+
+class HealthChecker:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = s = service.settings
+        self.store = service.store
+        self.pool = ClientPool(
+            MysqlCredentials(
+                user=s.mysql_user,
+                password=s.mysql_password,
+                connect_timeout=min(s.mysql_connect_timeout_s, s.health_timeout_s),
+                query_timeout=s.health_timeout_s,
+            )
+        )
+        self._limit = asyncio.Semaphore(max(1, s.health_concurrency))
+        self._health: dict[str, TabletHealth] = {}
+        self._tablets: dict[str, Tablet] = {}
+        self._problems: dict[str, list[Problem]] = {}
+        self.recovery = Recoveries(self)
+        self.cycles = 0
+        self.last_cycle_at = 0.0
+        self.last_cycle_ms = 0.0
+        self._swept_term = -1
+        self._swept_at = 0.0
+
+    # -- what the API shows ------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """The latest check of every tablet, JSON-able, by alias."""
+        return {alias: self._describe(alias, h) for alias, h in sorted(self._health.items())}
+
+    def recoveries(self) -> list[dict[str, Any]]:
+        """Recent recoveries, newest first: executed, skipped and blocked (with the reason)."""
+        return self.recovery.entries()
+
+    def problems(self) -> dict[str, list[dict[str, Any]]]:
+        """The latest analysis of every shard ("ks/shard" -> problems; empty: healthy)."""
+        return {k: [p.to_dict() for p in v] for k, v in sorted(self._problems.items())}
+
+    def _describe(self, alias: str, h: TabletHealth) -> dict[str, Any]:
+        tablet = self._tablets.get(alias)
+        s = h.status
+        r = s.replication if s is not None else None
+        return {
+            "alias": alias,
+            "keyspace": tablet.keyspace if tablet else None,
+            "shard": tablet.shard if tablet else None,
+            "type": tablet.type.value if tablet else None,
+            "healthy": h.healthy,
+            "error": h.error,
+            "read_only": s.read_only if s else None,
+            "replicating_from": f"{r.source_host}:{r.source_port}" if r and r.source_host else None,
+            "io_running": r.io_running if r else None,
+            "io_state": r.io_state if r else None,
+            "sql_running": r.sql_running if r else None,
+            "lag_seconds": r.lag_seconds if r else None,
+            "last_io_error": r.last_io_error if r else None,
+            "last_sql_error": r.last_sql_error if r else None,
+            "position": s.position.encode() if s else None,
+            "errant": None if s is None or s.errant.is_empty() else s.errant.encode(),
+            "checked_at": h.checked_at,
+            "consecutive_failures": h.consecutive_failures,
+        }
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        interval = self.settings.health_interval_s
+        loop = asyncio.get_running_loop()
+        log.info("health checks started", interval_s=interval,
+                 timeout_s=self.settings.health_timeout_s)  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self.recovery.task_group = tg
+                while True:
+                    started = loop.time()
+                    try:
+                        await self.cycle()
+                    except TopoError as e:
+                        log.warning("health cycle: topology unavailable", error=str(e))
+                    except Exception:
+                        log.exception("health cycle failed")
+                    self.last_cycle_ms = round((loop.time() - started) * 1000, 1)
+                    await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+        finally:
+            self.recovery.task_group = None
+            await self.pool.close()
+
+    async def cycle(self) -> None:
+        topo = await self.read_topology()
+        await self._check_all(topo.tablets)
+        leader = self.service.election.is_leader
+        if leader:
+            await self._sweep_interrupted(topo.locks)
+        by_shard: dict[str, list[Tablet]] = {}
+        for t in topo.tablets:
+            by_shard.setdefault(f"{t.keyspace}/{t.shard}", []).append(t)
+        seen = set()
+        for shard in topo.shards:
+            key = shard.key
+            seen.add(key)
+            problems = analyze(
+                shard, by_shard.get(key, []), self._health, lock=topo.locks.get(key),
+                unhealthy_checks=self.settings.unhealthy_checks_to_spare,
+            )  # fmt: skip
+            self._problems[key] = problems
+            try:
+                await self.recovery.consider(
+                    topo.keyspaces.get(shard.keyspace), key, problems, leader=leader
+                )
+            except TopoError as e:
+                log.warning(f"no action: shard {key}: topology unavailable", error=str(e))
+            except Exception:
+                log.exception(f"no action: shard {key}: deciding its recovery failed")
+        for key in set(self._problems) - seen:
+            del self._problems[key]
+        metrics.set_tablets(topo.tablets, self._health)
+        self.cycles += 1
+        self.last_cycle_at = time.time()
+
+    async def read_topology(self) -> Topology:
+        store = self.store
+        keyspaces = {k.name: k for k in await store.list_keyspaces()}
+        shards: list[Shard] = []
+        for name in sorted(keyspaces):
+            shards.extend(await store.list_shards(name))
+        tablets = await store.list_tablets()
+        locks = {f"{li.keyspace}/{li.shard}": li for li in await store.list_locks()}
+        return Topology(keyspaces, sorted(shards, key=lambda s: s.key), tablets, locks)
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    async def _check_all(self, tablets: list[Tablet]) -> None:
+        current = {t.alias: t for t in tablets}
+        for alias, old in list(self._tablets.items()):
+            new = current.get(alias)
+            if new is None or new.address != old.address:
+                await self.pool.drop(old)
+                if new is None:
+                    self._health.pop(alias, None)
+        self._tablets = current
+        await self.check_now(tablets)
+
+    async def check_now(self, tablets: Iterable[Tablet]) -> dict[str, TabletHealth]:
+        """Check these tablets now (updating the latest health); returns every tablet's health."""
+        tablets = list(tablets)
+        await asyncio.gather(*(self._check(t) for t in tablets))
+        return dict(self._health)
+
+    async def _check(self, tablet: Tablet) -> TabletHealth:
+        timeout = self.settings.health_timeout_s
+        deadline = timeout + min(self.settings.mysql_connect_timeout_s, timeout) + 0.1
+        async with self._limit:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(deadline):
+                    status = await self.pool.get(tablet).status(timeout=timeout)
+                error = None
+            except Exception as e:
+                status, error = None, str(e) or type(e).__name__
+            metrics.observe_probe(tablet, time.monotonic() - started, status is not None)
+        prev = self._health.get(tablet.alias)
+        failures = 0 if status is not None else (prev.consecutive_failures if prev else 0) + 1
+        health = TabletHealth(tablet.alias, status, error, time.time(), failures)
+        if prev is not None and prev.healthy != health.healthy:
+            log.info(f"tablet {tablet.alias} is {'healthy again' if health.healthy else 'unhealthy'}",
+                     error=error)  # fmt: skip
+        self._health[tablet.alias] = health
+        return health
+
+    # -- restarts ---------------------------------------------------------------------------------
+
+    async def _sweep_interrupted(self, locks: dict[str, LockInfo]) -> None:
+        """On becoming leader, then every 30 s: workflows left running by a dead holder."""
+        term = self.service.election.terms
+        if term == self._swept_term and time.monotonic() - self._swept_at < SWEEP_EVERY_S:
+            return
+        self._swept_term, self._swept_at = term, time.monotonic()
+        grace = self.settings.lock_ttl_s + 2 * self.settings.health_interval_s
+        try:
+            marked = await mark_interrupted_workflows(self.store, grace_s=grace, locks=locks)
+        except TopoError as e:
+            log.warning("could not check for interrupted workflows", error=str(e))
+            return
+        for wf_id in marked:
+            log.warning(f"workflow {wf_id} marked interrupted: its holder is gone; the health "
+                        "checks repair its shard")  # fmt: skip
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def publish(self, kind: str, payload: dict[str, Any]) -> None:
+        """Publish an event without ever failing the caller (a recovery must not fail because
+        the outbox is unavailable)."""
+        events = getattr(self.service, "events", None)
+        if events is None:
+            return
+        try:
+            async with asyncio.timeout(10):
+                await events.publish(kind, payload)
+        except Exception as e:
+            log.warning("could not publish event", kind=kind, error=str(e) or type(e).__name__)

@@ -1,0 +1,64 @@
+"""The health checker's view of the service metrics (declared in `orchestrator.metrics`).
+
+A thin adapter, so the checker and recovery code say what happened ("a probe took 3 ms", "a
+recovery was blocked") without knowing label layouts. If the service metrics module lacks one of
+them, that figure is simply not recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from orchestrator import metrics as _m
+from orchestrator.health.analysis import Problem, TabletHealth
+from topo.records import Tablet
+
+_PROBE = getattr(_m, "HEALTH_CHECK_DURATION", None) or getattr(_m, "HEALTH_CHECK_SECONDS", None)
+_FAILURES = getattr(_m, "HEALTH_CHECK_FAILURES", None)
+_RECOVERIES = getattr(_m, "RECOVERIES", None)
+_REPARENT = getattr(_m, "observe_reparent", None)
+_SET_TABLETS = getattr(_m, "set_tablet_counts", None)
+
+
+def _labels(metric: Any, **values: str) -> Any:
+    names = tuple(getattr(metric, "_labelnames", ()))
+    if not names:
+        return metric
+    return metric.labels(**{n: values.get(n, "") for n in names})
+
+
+def observe_probe(tablet: Tablet, seconds: float, ok: bool) -> None:
+    if _PROBE is not None:
+        _labels(_PROBE, keyspace=tablet.keyspace, shard=tablet.shard).observe(seconds)
+    if not ok and _FAILURES is not None:
+        _labels(_FAILURES, keyspace=tablet.keyspace, shard=tablet.shard).inc()
+
+
+def snake(name: str) -> str:
+    """`DeadPrimary` -> `dead_primary` (the label values the metrics document uses)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def count_recovery(problem: Problem, action: str, result: str) -> None:
+    if _RECOVERIES is not None:
+        _labels(_RECOVERIES, analysis=snake(problem.kind.value), problem=problem.kind.value,
+                action=action, result=result).inc()  # fmt: skip
+
+
+def observe_reparent(action: str, succeeded: bool, seconds: float) -> None:
+    if _REPARENT is not None:
+        _REPARENT(action, succeeded, seconds)
+
+
+def set_tablets(tablets: Iterable[Tablet], health: dict[str, TabletHealth]) -> None:
+    """Tablets by keyspace, shard, type and health (unchecked tablets count as unhealthy)."""
+    if _SET_TABLETS is None:
+        return
+    counts: dict[tuple[str, str, str, bool], int] = {}
+    for t in tablets:
+        h = health.get(t.alias)
+        key = (t.keyspace, t.shard, t.type.value, bool(h is not None and h.healthy))
+        counts[key] = counts.get(key, 0) + 1
+    _SET_TABLETS(counts)
