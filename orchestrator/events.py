@@ -53,7 +53,7 @@ CAS_RETRIES = 50
 REPARENT_STARTED = "reparent.started"
 REPARENT_SUCCEEDED = "reparent.succeeded"
 REPARENT_FAILED = "reparent.failed"
-TABLET_STATE_CHANGED = "tablet.state_changed"
+TABLET_TYPE_CHANGED = "tablet.type_changed"
 
 
 def wire_body(event: dict[str, Any]) -> bytes:

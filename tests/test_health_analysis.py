@@ -294,3 +294,18 @@ def test_other_shards_tablets_are_ignored() -> None:
                    mysql_host="127.0.0.1", mysql_port=3304)  # fmt: skip
     health = {**healthy_shard(), "zone1-104": up("zone1-104", read_only=False)}
     assert analyze(SHARD, [*TABLETS, other], health) == []
+
+
+def test_replication_stopped_by_an_operator_is_left_stopped() -> None:
+    from workflows.replication import STOPPED_BY_OPERATOR_TAG
+
+    tablets = [
+        tablet("zone1-101", TabletType.PRIMARY),
+        tablet("zone1-102", tags={STOPPED_BY_OPERATOR_TAG: "StopReplication"}),
+        tablet("zone1-103"),
+    ]
+    health = healthy_shard(
+        zone1_102=up("zone1-102", replication=repl(io="No", sql=False)),
+        zone1_103=up("zone1-103", replication=repl(io="No", sql=False)),
+    )
+    assert kinds(analyze(SHARD, tablets, health)) == [(K.REPLICATION_STOPPED, "zone1-103")]

@@ -188,3 +188,30 @@ async def test_unreachable_etcd_is_topo_unavailable_quickly() -> None:
         await store.get_keyspace("commerce")
     assert time.monotonic() - start < 3.5
     await store.close()
+
+
+async def test_concurrent_rebuilds_never_leave_a_stale_serving_graph(topo: TopoStore) -> None:
+    """Primaries of two shards change concurrently, each followed by a rebuild (as reparents
+    on different shards do): the graph always ends agreeing with the Shard records."""
+    for shard in ("-80", "80-"):
+        await make_shard(topo, shard=shard)
+    for alias, shard in [("zone1-101", "-80"), ("zone1-102", "-80"), ("zone1-201", "80-"),
+                         ("zone1-202", "80-")]:  # fmt: skip
+        await topo.create_tablet(tablet(alias, shard=shard))
+
+    async def flip(shard: str, aliases: list[str]) -> None:
+        for i in range(15):
+            await topo.update_shard_fields(
+                "commerce", shard,
+                lambda s, a=aliases[i % 2]: dataclasses.replace(s, primary_alias=a),
+            )  # fmt: skip
+            await topo.rebuild_serving_graph("commerce")
+
+    await asyncio.gather(flip("-80", ["zone1-101", "zone1-102"]),
+                         flip("80-", ["zone1-201", "zone1-202"]))  # fmt: skip
+    graph = await topo.get_srv_keyspace("zone1", "commerce")
+    for shard in ("-80", "80-"):
+        record = await topo.get_shard("commerce", shard)
+        serving = graph.shard(shard)
+        assert serving is not None and serving.primary is not None
+        assert serving.primary.alias == record.primary_alias

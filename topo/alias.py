@@ -27,7 +27,7 @@ class TabletAlias:
     @classmethod
     def parse(cls, text: str) -> TabletAlias:
         """Parse `zone1-101`; anything else raises InvalidArgumentError."""
-        m = _ALIAS.match(text.strip()) if isinstance(text, str) else None
+        m = _ALIAS.fullmatch(text) if isinstance(text, str) else None
         if m is None:
             raise InvalidArgumentError(f"malformed tablet alias {text!r}: want <cell>-<uid>")
         uid = int(m.group(2))
@@ -41,21 +41,21 @@ class TabletAlias:
 
 def check_cell(cell: str) -> str:
     """Return the cell name if valid (lower-case letters, digits, underscore)."""
-    if not isinstance(cell, str) or not _CELL.match(cell):
+    if not isinstance(cell, str) or not _CELL.fullmatch(cell):
         raise InvalidArgumentError(f"malformed cell name {cell!r}")
     return cell
 
 
 def check_keyspace(name: str) -> str:
     """Return the keyspace name if valid."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgumentError(f"malformed keyspace name {name!r}")
     return name
 
 
 def check_shard(name: str) -> str:
     """Return the shard name if valid: a number (`0`) or a hex key range (`-80`, `40-80`, `80-`)."""
-    if not isinstance(name, str) or not _SHARD.match(name):
+    if not isinstance(name, str) or not _SHARD.fullmatch(name):
         raise InvalidArgumentError(f"malformed shard name {name!r}: want 0 or a range like -80")
     if "-" in name:
         start, end = name.split("-")

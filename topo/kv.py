@@ -125,6 +125,19 @@ class EtcdKV:
 
     async def call(self, op: Callable[[aetcd.Client], Any], *, what: str = "etcd") -> Any:
         """Run one etcd operation with a deadline; retry on the next endpoint on failure."""
+        if self.on_call is None:
+            return await self._call(op, what)
+        started = time.monotonic()
+        ok = False
+        try:
+            result = await self._call(op, what)
+            ok = True
+            return result
+        finally:
+            with contextlib.suppress(Exception):
+                self.on_call(what, time.monotonic() - started, ok)
+
+    async def _call(self, op: Callable[[aetcd.Client], Any], what: str) -> Any:
         attempts = max(2, len(self.endpoints))
         last: BaseException | None = None
         for _ in range(attempts):

@@ -283,36 +283,43 @@ class TopoStore:
     async def rebuild_serving_graph(self, ks: str, fence: Fence | None = None) -> list[SrvKeyspace]:
         """Recompute the serving graph of `ks` in every cell from Shard and Tablet records.
 
-        The graph is derived state, so rebuilding from the records is always correct; the
-        write is compare-and-swap so two rebuilds never interleave into a mixed graph.
+        The graph is derived state, so rebuilding from the records is always correct, provided
+        a rebuild that read older records never lands after one that read newer ones. Each
+        attempt therefore reads the current graphs first and the records after, and writes
+        each graph only if it has not changed since it was read; otherwise it starts over.
+        Whoever updates a record rebuilds afterwards, so the last rebuild to start sees the
+        newest records and is the one that sticks.
         """
-        shards = await self.list_shards(ks)
-        tablets = await self.list_tablets(keyspace=ks)
-        by_alias = {t.alias: t for t in tablets}
-        cells = sorted({t.cell for t in tablets})
-        out = []
-        for cell in cells:
-            graph = SrvKeyspace(
-                keyspace=ks,
-                cell=cell,
-                shards=tuple(_serving_shard(s, by_alias, tablets, cell) for s in shards),
-            )
-            out.append(await self._put_srv_keyspace(graph, fence))
-        return out
-
-    async def _put_srv_keyspace(self, graph: SrvKeyspace, fence: Fence | None) -> SrvKeyspace:
-        key = self.srv_keyspace_key(graph.cell, graph.keyspace)
         for _ in range(CAS_RETRIES):
-            kv = await self.kv.get(key)
+            cells = await self.list_cells()
+            seen = {c: await self.kv.get(self.srv_keyspace_key(c, ks)) for c in cells}
+            shards = await self.list_shards(ks)
+            tablets = await self.list_tablets(keyspace=ks)
+            by_alias = {t.alias: t for t in tablets}
+            out: list[SrvKeyspace] = []
             try:
-                if kv is None:
-                    return await self._create(key, graph, fence)
-                if SrvKeyspace.from_json(kv.value) == graph:
-                    return graph.with_revision(kv.mod_revision)
-                return await self._update(key, graph.with_revision(kv.mod_revision), fence)
+                for cell in sorted({t.cell for t in tablets}):
+                    graph = SrvKeyspace(
+                        keyspace=ks,
+                        cell=cell,
+                        shards=tuple(_serving_shard(s, by_alias, tablets, cell) for s in shards),
+                    )
+                    out.append(await self._put_srv_keyspace(graph, seen.get(cell), fence))
             except (BadVersionError, NodeExistsError):
                 continue
-        raise BadVersionError(f"serving graph {graph.cell}/{graph.keyspace}", -1)
+            return out
+        raise BadVersionError(f"serving graph of {ks}", -1)
+
+    async def _put_srv_keyspace(
+        self, graph: SrvKeyspace, seen: KeyValue | None, fence: Fence | None
+    ) -> SrvKeyspace:
+        """Write `graph` unless it is already there; compare-and-swap against `seen`."""
+        key = self.srv_keyspace_key(graph.cell, graph.keyspace)
+        if seen is None:
+            return await self._create(key, graph, fence)
+        if SrvKeyspace.from_json(seen.value) == graph:
+            return graph.with_revision(seen.mod_revision)
+        return await self._update(key, graph.with_revision(seen.mod_revision), fence)
 
     async def watch_srv_keyspace(self, cell: str, ks: str) -> AsyncIterator[SrvKeyspace | None]:
         """The current serving graph, then every new version of it as it changes (no polling).

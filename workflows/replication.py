@@ -8,6 +8,7 @@ Start/StopReplication act on one tablet only and, like Vitess's, do not lock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,8 @@ from workflows.errors import PreconditionError
 from workflows.run import WorkflowRun
 
 ACTION_REPARENT_TABLET = "ReparentTablet"
+# Tablet tag set by StopReplication: replication is stopped on purpose, do not restart it.
+STOPPED_BY_OPERATOR_TAG = "replication_stopped_by"
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ async def reparent_tablet(
             detail=f"{alias} -> {primary.alias}",
         )
         status = await run.step("verify_replicating", _wait_io_running(env, tablet, wait_s))
+        await _mark_stopped_by_operator(env, alias, False)
         result = {
             "tablet": alias,
             "primary": primary.alias,
@@ -106,13 +110,30 @@ async def start_replication(env: WorkflowEnv, alias: str) -> dict[str, Any]:
             f"{alias} is a primary; it has no replication to start", tablet=alias
         )
     await env.mysql(tablet).start_replication()
+    await _mark_stopped_by_operator(env, alias, False)
     return {"tablet": alias, "replication": "started"}
 
 
 async def stop_replication(env: WorkflowEnv, alias: str) -> dict[str, Any]:
+    """Stop replication and say so in the tablet's record, so the health checks leave it
+    stopped (an operator stopping a replica for maintenance means it) until StartReplication
+    or ReparentTablet."""
     tablet = await env.store.get_tablet(alias)
     await env.mysql(tablet).stop_replication()
+    await _mark_stopped_by_operator(env, alias, True)
     return {"tablet": alias, "replication": "stopped"}
+
+
+async def _mark_stopped_by_operator(env: WorkflowEnv, alias: str, stopped: bool) -> None:
+    def fn(t: Tablet) -> Tablet | None:
+        if bool(t.tags.get(STOPPED_BY_OPERATOR_TAG)) == stopped:
+            return None
+        tags = {k: v for k, v in t.tags.items() if k != STOPPED_BY_OPERATOR_TAG}
+        if stopped:
+            tags[STOPPED_BY_OPERATOR_TAG] = "StopReplication"
+        return dataclasses.replace(t, tags=tags)
+
+    await env.store.update_tablet_fields(alias, fn)
 
 
 async def shard_replication_positions(

@@ -51,6 +51,7 @@ from typing import Any
 
 from mysqlctl.client import ServerStatus
 from topo.records import LockInfo, Shard, Tablet, TabletType
+from workflows.replication import STOPPED_BY_OPERATOR_TAG
 
 # Tablets that replicate from the primary and whose replication the health checks maintain.
 REPLICATING_TYPES = frozenset({TabletType.REPLICA, TabletType.RDONLY})
@@ -316,6 +317,8 @@ def _replication_problem(
         return ProblemKind.REPLICATION_ERROR, "; ".join(errors)
     stopped = [n for n, running in (("IO", repl.io_state != "No"), ("SQL", repl.sql_running))
                if not running]  # fmt: skip
+    if stopped and t.tags.get(STOPPED_BY_OPERATOR_TAG):
+        return None  # an operator ran StopReplication: leave it stopped until StartReplication
     if stopped:
         return ProblemKind.REPLICATION_STOPPED, f"{' and '.join(stopped)} thread stopped, no error"
     return None

@@ -120,3 +120,17 @@ async def test_shard_replication_positions_reports_every_tablet(
     dead = states["zone1-103"]
     assert dead.type == "replica" and dead.position is None and dead.error
     assert states["zone1-101"].to_dict()["type"] == "primary"
+
+
+async def test_stop_replication_is_remembered_until_start(shard_factory) -> None:  # type: ignore[no-untyped-def]
+    """StopReplication marks the tablet so the health checks leave it stopped; StartReplication
+    clears the mark."""
+    from workflows.replication import STOPPED_BY_OPERATOR_TAG, start_replication, stop_replication
+
+    shard = await shard_factory(tablets=2)
+    await stop_replication(shard.env, "zone1-102")
+    assert (await shard.store.get_tablet("zone1-102")).tags[STOPPED_BY_OPERATOR_TAG]
+    assert (await shard.admin("zone1-102").status()).replication.io_running is False  # type: ignore[union-attr]
+    await start_replication(shard.env, "zone1-102")
+    assert STOPPED_BY_OPERATOR_TAG not in (await shard.store.get_tablet("zone1-102")).tags
+    await shard.check_invariants()

@@ -1,0 +1,276 @@
+"""What the API shows: topology records and live state as JSON-able dicts.
+
+Shared by the GET routes and the Get*/Show* commands, so a record looks the same whichever way
+it was asked for. Every function takes the service and raises the topology's own errors (the API
+maps them to statuses in one place, `orchestrator.api.errors`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import TYPE_CHECKING, Any
+
+from mysqlctl.errors import MysqlError
+from topo.records import LockInfo, Record, TabletType, WorkflowRecord
+from workflows.errors import PreconditionError
+
+if TYPE_CHECKING:
+    from orchestrator.service import Service
+
+
+def record(rec: Record) -> dict[str, Any]:
+    """A record as stored, plus the etcd revision it was read at (for compare-and-swap)."""
+    return {**rec.to_dict(), "revision": rec.revision}
+
+
+async def keyspaces(service: Service) -> dict[str, Any]:
+    recs = await service.store.list_keyspaces()
+    return {"keyspaces": [record(k) for k in sorted(recs, key=lambda k: k.name)]}
+
+
+async def keyspace(service: Service, ks: str) -> dict[str, Any]:
+    store = service.store
+    rec = await store.get_keyspace(ks)
+    shards = await store.list_shards(ks)
+    return {**record(rec), "shards": sorted(s.name for s in shards)}
+
+
+async def shards(service: Service, ks: str) -> dict[str, Any]:
+    recs = await service.store.list_shards(ks)
+    return {"keyspace": ks, "shards": [record(s) for s in sorted(recs, key=lambda s: s.name)]}
+
+
+async def shard(service: Service, ks: str, name: str) -> dict[str, Any]:
+    """The Shard record (primary, serving state) with its tablets and its lock, if held."""
+    store = service.store
+    rec = await store.get_shard(ks, name)
+    tablets, unreadable = await store.shard_tablets(ks, name)
+    lock = await store.get_lock(ks, name)
+    return {
+        **record(rec),
+        "tablets": [
+            {
+                "alias": t.alias,
+                "type": t.type.value,
+                "cell": t.cell,
+                "mysql_host": t.mysql_host,
+                "mysql_port": t.mysql_port,
+            }
+            for t in tablets
+        ],
+        "unreadable_cells": unreadable,
+        "lock": lock_doc(lock) if lock else None,
+    }
+
+
+async def tablets(
+    service: Service,
+    *,
+    keyspace: str | None = None,
+    shard: str | None = None,
+    cell: str | None = None,
+    type: TabletType | None = None,
+) -> dict[str, Any]:
+    recs = await service.store.list_tablets(keyspace=keyspace, shard=shard, cell=cell, type=type)
+    return {"tablets": [record(t) for t in recs]}
+
+
+async def tablet(service: Service, alias: str) -> dict[str, Any]:
+    rec = await service.store.get_tablet(alias)
+    return {**record(rec), "cell": rec.cell, "health": health_snapshot(service).get(rec.alias)}
+
+
+async def srv_keyspace(service: Service, cell: str, ks: str) -> dict[str, Any]:
+    return record(await service.store.get_srv_keyspace(cell, ks))
+
+
+def lock_doc(info: LockInfo) -> dict[str, Any]:
+    d = info.to_dict()
+    d.pop("version", None)
+    d["age_s"] = round(max(0.0, time.time() - info.started_at), 3) if info.started_at else None
+    d["holder"] = info.describe()
+    return d
+
+
+async def locks(service: Service) -> dict[str, Any]:
+    infos = await service.store.list_locks()
+    return {"locks": [lock_doc(i) for i in sorted(infos, key=lambda i: (i.keyspace, i.shard))]}
+
+
+def workflow_summary(rec: WorkflowRecord) -> dict[str, Any]:
+    d = record(rec)
+    d["steps"] = len(rec.steps)
+    d.pop("result", None)
+    return d
+
+
+async def workflows(
+    service: Service,
+    *,
+    keyspace: str | None = None,
+    shard: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """Newest first."""
+    recs = await service.store.list_workflows()
+    picked = [
+        r
+        for r in reversed(recs)
+        if (keyspace is None or r.keyspace == keyspace)
+        and (shard is None or r.shard == shard)
+        and (status is None or r.status.value == status)
+    ]
+    return {"workflows": [workflow_summary(r) for r in picked[:limit]]}
+
+
+async def workflow(service: Service, wf_id: str) -> dict[str, Any]:
+    return record(await service.store.get_workflow(wf_id))
+
+
+async def journal(service: Service, ks: str, name: str, limit: int = 50) -> dict[str, Any]:
+    """The reparent journal as the shard's current primary has it, newest first."""
+    from mysqlctl.journal import read_journal
+
+    store = service.store
+    rec = await store.get_shard(ks, name)
+    if rec.primary_alias is None:
+        raise PreconditionError(f"shard {ks}/{name} has no primary: no journal to read")
+    primary = await store.get_tablet(rec.primary_alias)
+    entries = await read_journal(service.env.mysql(primary), limit)
+    return {
+        "keyspace": ks,
+        "shard": name,
+        "primary": primary.alias,
+        "entries": [vars(e) for e in entries],
+    }
+
+
+async def replication_positions(service: Service, ks: str, name: str) -> dict[str, Any]:
+    from workflows.replication import shard_replication_positions
+
+    states = await shard_replication_positions(service.env, ks, name)
+    return {"keyspace": ks, "shard": name, "tablets": [s.to_dict() for s in states]}
+
+
+def health_snapshot(service: Service) -> dict[str, dict[str, Any]]:
+    return dict(service.health.snapshot())
+
+
+async def health(service: Service) -> dict[str, Any]:
+    election = service.election
+    # The latest analysis per shard ("ks/shard" -> problems), when the checker offers it.
+    problems = getattr(service.health, "problems", None)
+    return {
+        "instance_id": service.settings.instance_id,
+        "is_leader": election.is_leader,
+        "leader_id": election.leader_id,
+        "uptime_s": round(time.time() - service.started_at, 1),
+        "tablets": health_snapshot(service),
+        "recoveries": list(service.health.recoveries()),
+        "problems": problems() if callable(problems) else {},
+    }
+
+
+# -- Patroni-style per-tablet checks (for load balancers) --------------------------------------
+
+
+def _fresh(service: Service, snap: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A health snapshot recent enough to answer from, else None (then we probe directly)."""
+    if not snap:
+        return None
+    checked = snap.get("checked_at")
+    if isinstance(checked, str):  # ISO 8601
+        try:
+            checked = datetime.datetime.fromisoformat(checked).timestamp()
+        except ValueError:
+            return None
+    max_age = max(5.0, 5 * service.settings.health_interval_s)
+    if not isinstance(checked, int | float) or time.time() - checked > max_age:
+        return None
+    return snap
+
+
+async def _probe(service: Service, alias: str) -> dict[str, Any]:
+    """The tablet's state read from MySQL now, in the snapshot's shape."""
+    rec = await service.store.get_tablet(alias)
+    try:
+        status = await service.env.mysql(rec).status(timeout=service.settings.health_timeout_s)
+    except (MysqlError, TimeoutError) as e:
+        return {"healthy": False, "error": str(e) or type(e).__name__}
+    r = status.replication
+    return {
+        "healthy": True,
+        "error": None,
+        "read_only": status.read_only,
+        "replicating_from": f"{r.source_host}:{r.source_port}" if r else None,
+        "io_running": r.io_running if r else None,
+        "sql_running": r.sql_running if r else None,
+        "lag_seconds": r.lag_seconds if r else None,
+        "checked_at": time.time(),
+    }
+
+
+async def tablet_state(service: Service, alias: str) -> tuple[dict[str, Any], str]:
+    """The latest fresh health snapshot of a tablet, or a direct probe; and which it was."""
+    snap = _fresh(service, health_snapshot(service).get(alias))
+    if snap is not None:
+        return snap, "health_check"
+    return await _probe(service, alias), "probe"
+
+
+async def primary_check(service: Service, alias: str) -> tuple[bool, dict[str, Any]]:
+    """200-worthy only if the tablet is its shard's serving primary in topology and writable."""
+    store = service.store
+    rec = await store.get_tablet(alias)
+    shard_rec = await store.get_shard(rec.keyspace, rec.shard)
+    topo_primary = (
+        shard_rec.primary_alias == rec.alias
+        and shard_rec.is_primary_serving
+        and rec.type == TabletType.PRIMARY
+    )
+    state, source = await tablet_state(service, rec.alias)
+    writable = bool(state.get("healthy")) and state.get("read_only") is False
+    reasons = []
+    if not topo_primary:
+        reasons.append(f"not the serving primary of {shard_rec.key} in topology "
+                       f"(primary is {shard_rec.primary_alias})")  # fmt: skip
+    if not state.get("healthy"):
+        reasons.append(f"unhealthy: {state.get('error')}")
+    elif not writable:
+        reasons.append("read-only")
+    ok = topo_primary and writable
+    return ok, {
+        "alias": rec.alias, "role": "primary", "ok": ok, "type": rec.type.value,
+        "topology_primary": topo_primary, "writable": writable, "source": source,
+        "reason": "; ".join(reasons) or None, "state": state,
+    }  # fmt: skip
+
+
+async def replica_check(
+    service: Service, alias: str, max_lag: float | None
+) -> tuple[bool, dict[str, Any]]:
+    """200-worthy only if the tablet replicates (both threads) with lag <= max_lag."""
+    rec = await service.store.get_tablet(alias)
+    state, source = await tablet_state(service, rec.alias)
+    lag = state.get("lag_seconds")
+    reasons = []
+    if not state.get("healthy"):
+        reasons.append(f"unhealthy: {state.get('error')}")
+    elif not state.get("replicating_from"):
+        reasons.append("not replicating")
+    elif state.get("io_running") is False or state.get("sql_running") is False:
+        reasons.append("replication threads not running")
+    elif lag is None:
+        reasons.append("replication lag unknown")
+    elif max_lag is not None and lag > max_lag:
+        reasons.append(f"lag {lag}s > {max_lag}s")
+    if rec.type == TabletType.PRIMARY:
+        reasons.append("typed primary in topology")
+    ok = not reasons
+    return ok, {
+        "alias": rec.alias, "role": "replica", "ok": ok, "type": rec.type.value,
+        "lag_seconds": lag, "max_lag": max_lag, "source": source,
+        "reason": "; ".join(reasons) or None, "state": state,
+    }  # fmt: skip

@@ -1,0 +1,257 @@
+"""`orchestrator ctl <Command> [args]`: run a command on an orchestrator service over HTTP.
+
+Commands, their positionals and `--flags` are generated from the command registry
+(`orchestrator.commands`), with vtctldclient's names: `PlannedReparentShard ks/0 --new-primary
+zone1-102`. The CLI asks the server to stream: progress goes to stderr as it happens, the
+result JSON to stdout.
+
+Exit codes: 0 success; 1 the command failed (the error is on stderr); 2 bad usage; 3 the
+server could not be reached or answered something that is not the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from orchestrator.commands import COMMANDS, Arg, Command
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+_METAVARS = {
+    "keyspace_shard": "KEYSPACE/SHARD",
+    "alias": "ALIAS",
+    "alias_list": "ALIAS[,ALIAS...]",
+    "keyspace": "KEYSPACE",
+    "tablet_type": "TYPE",
+    "duration": "DURATION",
+    "host": "HOST",
+    "port": "PORT",
+    "durability": "POLICY",
+    "text": "TEXT",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def add_ctl_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "ctl",
+        help="run a command on an orchestrator service (vtctldclient-style)",
+        description="Run a command on an orchestrator service. Progress goes to stderr, the "
+        "result JSON to stdout; the exit code is 0 only on success (1: the command failed, "
+        "2: bad usage, 3: server unreachable).",
+        formatter_class=_Formatter,
+        epilog="Each command has --help. Examples:\n"
+        + "\n".join(f"  orchestrator ctl {e}" for c in COMMANDS.values() for e in c.examples[:1]),
+    )
+    _add_connection_flags(p, suppress=False)
+    csub = p.add_subparsers(dest="command", metavar="<Command>", title="commands", required=True)
+    for cmd in COMMANDS.values():
+        _add_command(csub, cmd)
+    p.set_defaults(func=run)
+
+
+def _add_connection_flags(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--server and --token, accepted before or after the command name."""
+    default = argparse.SUPPRESS if suppress else None
+    p.add_argument(
+        "--server",
+        default=default,
+        metavar="URL",
+        help=f"orchestrator URL (default: $ORC_SERVER or {DEFAULT_SERVER})",
+    )
+    p.add_argument("--token", default=default, help="API bearer token (default: $ORC_API_TOKEN)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        help="give up when the server says nothing for this long (default 600)",
+    )
+    p.add_argument("--quiet", action="store_true", default=default,
+                   help="no progress lines on stderr")  # fmt: skip
+
+
+def _add_command(csub: Any, cmd: Command) -> None:
+    description = cmd.summary + (f"\n\n{cmd.description}" if cmd.description else "")
+    cp = csub.add_parser(
+        cmd.name, help=cmd.summary, description=description, formatter_class=_Formatter,
+        epilog="Examples:\n" + "\n".join(f"  orchestrator ctl {e}" for e in cmd.examples)
+        if cmd.examples else None,
+    )  # fmt: skip
+    for arg in cmd.args:
+        _add_arg(cp, arg)
+    _add_connection_flags(cp, suppress=True)
+
+
+def _add_arg(cp: argparse.ArgumentParser, arg: Arg) -> None:
+    metavar = _METAVARS.get(arg.kind, arg.name.upper())
+    help_text = arg.help + (
+        f" (default: {arg.default})" if arg.default not in (None, False) else ""
+    )
+    if arg.kind == "bool":
+        cp.add_argument(arg.flag, dest=arg.name, action="store_true", default=None, help=help_text)
+        return
+    if arg.cli == "positional":
+        cp.add_argument(arg.name, metavar=metavar, help=help_text)
+        return
+    if arg.cli == "either":
+        cp.add_argument(f"{arg.name}_positional", nargs="?", metavar=metavar,
+                        help=f"{help_text} (or {arg.flag})")  # fmt: skip
+        cp.add_argument(arg.flag, dest=arg.name, metavar=metavar, default=None,
+                        help=f"the same as the positional {metavar}")  # fmt: skip
+        return
+    cp.add_argument(arg.flag, dest=arg.name, metavar=metavar, default=None,
+                    required=arg.required, help=help_text)  # fmt: skip
+
+
+def _to_json(arg: Arg, value: str) -> Any:
+    """The JSON value of a command-line string (the server validates it)."""
+    if arg.kind == "alias_list":
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if arg.kind == "port":
+        return int(value) if value.isdigit() else value
+    if arg.kind == "duration" and re.fullmatch(r"[0-9]+(\.[0-9]+)?", value):
+        return float(value)
+    return value
+
+
+def build_body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for arg in cmd.args:
+        value = getattr(ns, arg.name, None)
+        if arg.cli == "either":
+            positional = getattr(ns, f"{arg.name}_positional", None)
+            if positional is not None and value is not None and positional != value:
+                raise ValueError(f"{arg.name} given twice: {positional} and {value}")
+            value = value if value is not None else positional
+        if value is None:
+            continue
+        body[arg.name] = value if isinstance(value, bool) else _to_json(arg, value)
+    return body
+
+
+def run(args: argparse.Namespace, rest: list[str] | None = None) -> int:
+    if rest:
+        print(f"orchestrator ctl: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
+        return EXIT_USAGE
+    cmd = COMMANDS[args.command]
+    try:
+        body = build_body(cmd, args)
+    except ValueError as e:
+        print(f"orchestrator ctl {cmd.name}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    server = (args.server or os.environ.get("ORC_SERVER") or DEFAULT_SERVER).rstrip("/")
+    token = args.token if args.token is not None else os.environ.get("ORC_API_TOKEN", "")
+    client = _Client(server, token, timeout=args.timeout or 600.0, quiet=bool(args.quiet))
+    return client.run(cmd.name, body)
+
+
+class _Client:
+    def __init__(self, server: str, token: str, *, timeout: float, quiet: bool) -> None:
+        self.server = server
+        self.token = token
+        self.timeout = timeout
+        self.quiet = quiet
+
+    def run(self, name: str, body: dict[str, Any]) -> int:
+        url = f"{self.server}/api/v1/commands/{urllib.parse.quote(name)}?stream=1"
+        headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers=headers, method="POST"
+        )
+        try:
+            resp = urllib.request.urlopen(req, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            return self._http_error(e)
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            print(f"orchestrator ctl: cannot reach the orchestrator at {self.server}: {reason}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_UNREACHABLE
+        with resp:
+            return self._read_stream(resp, name)
+
+    def _http_error(self, e: urllib.error.HTTPError) -> int:
+        raw = e.read()
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            self._print_error(doc["error"], e.code)
+            return EXIT_FAILED
+        text = raw.decode(errors="replace").strip()[:500]
+        print(f"orchestrator ctl: {self.server} answered HTTP {e.code}: {text or e.reason} "
+              "(is it an orchestrator?)", file=sys.stderr)  # fmt: skip
+        return EXIT_UNREACHABLE
+
+    def _read_stream(self, resp: Any, name: str) -> int:
+        workflow_id = None
+        try:
+            for raw in resp:
+                line = raw.strip()
+                if not line:
+                    continue
+                msg = json.loads(line)
+                if "progress" in msg:
+                    workflow_id = msg["progress"].get("workflow_id") or workflow_id
+                    self._progress(msg["progress"])
+                elif "result" in msg:
+                    print(json.dumps(msg["result"], indent=2, sort_keys=True))
+                    return EXIT_OK
+                elif "error" in msg:
+                    self._print_error(msg["error"], msg.get("status"))
+                    return EXIT_FAILED
+        except (OSError, ValueError) as e:
+            print(f"orchestrator ctl: lost the connection to {self.server}: {e}", file=sys.stderr)
+        else:
+            print(f"orchestrator ctl: {self.server} closed the stream before the result",
+                  file=sys.stderr)  # fmt: skip
+        if workflow_id:
+            print(f"  the workflow may still be running: GET {self.server}/api/v1/workflows/"
+                  f"{workflow_id}", file=sys.stderr)  # fmt: skip
+        return EXIT_UNREACHABLE
+
+    def _progress(self, ev: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        head = f"[{ev.get('action', '')} {ev.get('workflow_id', '')}]"
+        kind = ev.get("event")
+        if kind == "step":
+            text = f"{ev.get('step')}: {ev.get('status')}"
+            if ev.get("ms") is not None:
+                text += f" ({ev['ms']} ms)"
+            if ev.get("detail"):
+                text += f" - {ev['detail']}"
+        elif kind == "finished":
+            text = f"finished: {ev.get('status')} in {ev.get('ms')} ms"
+            if ev.get("error"):
+                text += f" - {ev['error']}"
+        elif kind == "started":
+            text = "started"
+        else:
+            text = json.dumps(ev, sort_keys=True)
+        print(f"{head} {text}", file=sys.stderr, flush=True)
+
+    def _print_error(self, err: dict[str, Any], status: Any) -> None:
+        code = err.get("code", "ERROR")
+        print(f"error: {code}: {err.get('message', '')}", file=sys.stderr)
+        details = err.get("details")
+        if details:
+            print(f"  details: {json.dumps(details, sort_keys=True)}", file=sys.stderr)
+        if status is not None:
+            print(f"  (HTTP {status})", file=sys.stderr)
