@@ -69,5 +69,7 @@ def test_local_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_local_up_rejects_bad_options(tmp_path: Path) -> None:
     r = orchestrator("local", "up", "--dir", str(tmp_path / "x"), "--shards", "3", "--no-service")
     assert r.returncode != 0 and "divide 256" in r.stderr
-    r = orchestrator("local", "up", "--dir", str(tmp_path / "y"), "--cells", "Bad Cell", "--no-service")
+    r = orchestrator(
+        "local", "up", "--dir", str(tmp_path / "y"), "--cells", "Bad Cell", "--no-service"
+    )
     assert r.returncode != 0 and "cell" in r.stderr

@@ -11,7 +11,9 @@ from orchestrator.settings import Settings, SettingsError
 
 def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "orc.toml"
-    cfg.write_text('topo_root = "/prod"\nlisten_port = 9000\nwebhook_urls = ["http://a", "http://b"]\n')
+    cfg.write_text(
+        'topo_root = "/prod"\nlisten_port = 9000\nwebhook_urls = ["http://a", "http://b"]\n'
+    )
     s = Settings.load(
         config_file=cfg,
         environ={"ORC_LISTEN_PORT": "9100", "ORC_DISABLE_ACTIVE_REPARENTS": "yes",
