@@ -75,8 +75,11 @@ class Service:
                 tg.create_task(self.health.run(), name="health")
                 tg.create_task(self.events.run(), name="outbox")
         finally:
-            await self.env.close()
-            await self.store.close()
+            # Bounded: a server that does not answer must not hold up the shutdown.
+            for close in (self.env.close, self.store.close):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await close()
             log.info("orchestrator stopped", instance_id=self.settings.instance_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,16 @@ class RunningService:
     url: str
 
     async def stop(self) -> None:
+        """Cancel the service and wait for its structured shutdown; a shutdown that hangs is a
+        bug, reported with the stacks of every task instead of a silent test timeout."""
         self.task.cancel()
+        done, _ = await asyncio.wait({self.task}, timeout=20)
+        if not done:
+            for t in asyncio.all_tasks():
+                t.print_stack(file=sys.stderr)
+            raise AssertionError("the service did not shut down within 20 s of cancellation")
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self.task
+            self.task.result()
 
 
 def settings_for(shard: Shard, **overrides: Any) -> Settings:

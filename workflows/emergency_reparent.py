@@ -73,7 +73,6 @@ async def emergency_reparent_shard(
     env: WorkflowEnv, opts: EmergencyReparentOptions, *, progress: ProgressFn | None = None
 ) -> ReparentResult:
     refuse_if_active_reparents_disabled(env, ACTION)
-    started = time.monotonic()
     args = {k: v for k, v in vars(opts).items() if k not in ("keyspace", "shard")}
     args["ignore_replicas"] = list(opts.ignore_replicas)
     async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
@@ -88,15 +87,11 @@ async def emergency_reparent_shard(
                 # done the job, or the primary came back. A second failover would fence a
                 # healthy primary for nothing.
                 run.note("nothing_to_do", f"{old.alias} answers as a writable primary")
-                result = ReparentResult(
-                    workflow_id=run.id, action=ACTION, keyspace=opts.keyspace, shard=opts.shard,
+                return run.result(
                     new_primary=old.alias, old_primary=old.alias, changed=False,
-                    duration_ms=round((time.monotonic() - started) * 1000, 1),
                     warnings=(f"{old.alias} answers as a writable primary; name new_primary to "
                               "move the primary anyway",),
                 )  # fmt: skip
-                run.set_result(result.to_dict())
-                return result
         ignored = set(opts.ignore_replicas)
         others = [t for t in view.tablets if t.alias not in ignored and t is not old]
 
@@ -148,7 +143,7 @@ async def emergency_reparent_shard(
         position = await run.step(
             "promote_elect", env.mysql(elect).promote(semi_sync=view.semi_sync)
         )
-        promoted_ms = round((time.monotonic() - started) * 1000, 1)
+        promoted_ms = round((time.monotonic() - run.started) * 1000, 1)
         await env.faults.hit("ers.after_promote")
 
         new_types = {old.alias: TabletType.SPARE} if old is not None else {}
@@ -170,21 +165,15 @@ async def emergency_reparent_shard(
             ),
         )  # fmt: skip
         problems = {**repoint_failures, **late}
-        result = ReparentResult(
-            workflow_id=run.id,
-            action=ACTION,
-            keyspace=opts.keyspace,
-            shard=opts.shard,
+        result = run.result(
             new_primary=elect.alias,
             old_primary=old.alias if old else None,
             changed=True,
             position=position.encode(),
             journal_time_ns=entry.time_created_ns,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
             write_unavailable_ms=promoted_ms,
             warnings=tuple(f"{a}: {e}" for a, e in sorted({**unreachable, **problems}.items())),
         )
-        run.set_result(result.to_dict())
         if problems:
             raise PartialFailureError(
                 f"{elect.alias} is the new primary, but some replicas are not replicating from "

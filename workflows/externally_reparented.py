@@ -16,7 +16,6 @@ Fails cleanly, with nothing changed, if etcd is unavailable. Not gated by
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from mysqlctl.client import ServerStatus
@@ -43,7 +42,6 @@ class ExternallyReparentedOptions:
 async def tablet_externally_reparented(
     env: WorkflowEnv, opts: ExternallyReparentedOptions, *, progress: ProgressFn | None = None
 ) -> ReparentResult:
-    started = time.monotonic()
     new = await env.store.get_tablet(opts.tablet)
     args = {"tablet": opts.tablet}
     async with WorkflowRun(env, ACTION, new.keyspace, new.shard, args, progress=progress) as run:
@@ -54,12 +52,7 @@ async def tablet_externally_reparented(
         old = view.primary
         if old is not None and old.alias == new.alias and new.type == TabletType.PRIMARY:
             run.note("nothing_to_do", f"{new.alias} already is the primary")
-            result = ReparentResult(
-                workflow_id=run.id, action=ACTION, keyspace=new.keyspace, shard=new.shard,
-                new_primary=new.alias, old_primary=new.alias, changed=False,
-            )  # fmt: skip
-            run.set_result(result.to_dict())
-            return result
+            return run.result(new_primary=new.alias, old_primary=new.alias, changed=False)
 
         status = await run.step("verify_new_primary", _verify(env, new))
         await env.faults.hit("ter.after_verify")
@@ -83,20 +76,13 @@ async def tablet_externally_reparented(
             "publish_topology",
             publish_new_primary(env, view, new, run.fence, new_types=new_types),
         )
-        result = ReparentResult(
-            workflow_id=run.id,
-            action=ACTION,
-            keyspace=new.keyspace,
-            shard=new.shard,
+        return run.result(
             new_primary=new.alias,
             old_primary=old.alias if old else None,
             changed=True,
             position=status.position.encode(),
             journal_time_ns=entry.time_created_ns,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
         )
-        run.set_result(result.to_dict())
-        return result
 
 
 async def _verify(env: WorkflowEnv, tablet: Tablet) -> ServerStatus:

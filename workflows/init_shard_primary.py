@@ -18,7 +18,6 @@ Steps:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -55,7 +54,6 @@ async def init_shard_primary(
     env: WorkflowEnv, opts: InitShardPrimaryOptions, *, progress: ProgressFn | None = None
 ) -> ReparentResult:
     refuse_if_active_reparents_disabled(env, ACTION)
-    started = time.monotonic()
     args = {"primary": opts.primary, "force": opts.force}
     async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
         view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
@@ -109,20 +107,14 @@ async def init_shard_primary(
             publish_new_primary(env, view, elect, run.fence, new_types=new_types),
         )
         problems = {**repointed, **late}
-        result = ReparentResult(
-            workflow_id=run.id,
-            action=ACTION,
-            keyspace=opts.keyspace,
-            shard=opts.shard,
+        result = run.result(
             new_primary=elect.alias,
             old_primary=current,
             changed=True,
             position=position.encode(),
             journal_time_ns=entry.time_created_ns,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
             warnings=tuple(f"{a}: {e}" for a, e in sorted(problems.items())),
         )
-        run.set_result(result.to_dict())
         if problems:
             raise PartialFailureError(
                 f"{elect.alias} is primary but some replicas are not replicating from it: "

@@ -76,18 +76,8 @@ async def planned_reparent_shard(
     refuse_if_active_reparents_disabled(env, ACTION)
     if opts.new_primary and opts.avoid_primary:
         raise InvalidArgumentError("give new_primary or avoid_primary, not both")
-    started = time.monotonic()
     args = {k: v for k, v in vars(opts).items() if k not in ("keyspace", "shard")}
     async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
-
-        def finish(**fields: object) -> ReparentResult:
-            result = ReparentResult(
-                workflow_id=run.id, action=ACTION, keyspace=opts.keyspace, shard=opts.shard,
-                duration_ms=round((time.monotonic() - started) * 1000, 1), **fields,  # type: ignore[arg-type]
-            )  # fmt: skip
-            run.set_result(result.to_dict())
-            return result
-
         view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
         primary = view.primary
         if primary is None:
@@ -102,10 +92,10 @@ async def planned_reparent_shard(
         if opts.avoid_primary and opts.avoid_primary != primary.alias:
             view.tablet(opts.avoid_primary)  # unknown tablet: a clear error, not a silent no-op
             run.note("nothing_to_do", f"{opts.avoid_primary} is not the primary")
-            return finish(new_primary=primary.alias, old_primary=primary.alias, changed=False)
+            return run.result(new_primary=primary.alias, old_primary=primary.alias, changed=False)
         if opts.new_primary == primary.alias:
             run.note("nothing_to_do", f"{primary.alias} already is the primary")
-            return finish(new_primary=primary.alias, old_primary=primary.alias, changed=False)
+            return run.result(new_primary=primary.alias, old_primary=primary.alias, changed=False)
 
         statuses = await run.step("check_tablets_answer", probe(env, view.tablets))
         failed = {a: s for a, s in statuses.items() if isinstance(s, BaseException)}
@@ -203,7 +193,7 @@ async def planned_reparent_shard(
             wait_journal(env, waiting, entry, opts.wait_replicas_timeout),
         )
         problems = {**repoint_failures, **late}
-        result = finish(
+        result = run.result(
             new_primary=elect.alias,
             old_primary=primary.alias,
             changed=True,

@@ -28,6 +28,7 @@ from topo.kv import Fence
 from topo.lock import ShardLock
 from topo.records import WorkflowRecord, WorkflowStatus, WorkflowStep
 from workflows.env import ProgressFn, WorkflowEnv
+from workflows.result import ReparentResult
 
 T = TypeVar("T")
 
@@ -121,6 +122,20 @@ class WorkflowRun:
 
     def set_result(self, result: dict[str, Any]) -> None:
         self.record = dataclasses.replace(self.record, result=result)
+
+    def result(self, **fields: Any) -> ReparentResult:
+        """The reparent result with this run's identity and duration filled in, recorded in
+        the workflow record as well."""
+        result = ReparentResult(
+            workflow_id=self.id,
+            action=self.action,
+            keyspace=self.keyspace,
+            shard=self.shard,
+            duration_ms=round((time.monotonic() - self.started) * 1000, 1),
+            **fields,
+        )
+        self.set_result(result.to_dict())
+        return result
 
     async def step(self, name: str, work: Awaitable[T], *, detail: str = "") -> T:
         """Run one named step, recording its start, end and outcome."""
