@@ -18,6 +18,7 @@ naming the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,13 @@ _UNKNOWN_THREAD = 1094
 # own timeout (which gives a clean answer) fires first.
 _WAIT_GRACE_S = 1.0
 _POLL_INTERVAL_S = 0.01
+# How long setting read_only=ON may take before commits stuck waiting for a semi-sync ACK are
+# killed (see MysqlClient.set_read_only).
+_FENCE_TRY_S = 1.0
+# A semi-sync primary waits this long (ms) for an ACK before falling back to asynchronous
+# replication: in effect never. Falling back would let a primary cut off from its replicas
+# acknowledge writes that no replica has, which a failover then loses.
+SEMI_SYNC_PRIMARY_TIMEOUT_MS = 10_000_000
 
 
 class _Cursor(aiomysql.DictCursor):
@@ -228,10 +236,49 @@ class MysqlClient:
     # -- fencing, promotion -------------------------------------------------------------------
 
     async def set_read_only(self, on: bool, *, timeout: float | None = None) -> None:
-        """Fence or unfence writes (MySQL 8: ``super_read_only`` too). Turning it on waits for
-        commits in flight, so give it a timeout that allows for them."""
+        """Fence or unfence writes (MySQL 8: ``super_read_only`` too).
+
+        Turning it on waits for the commits in flight, and a pending fence holds new commits
+        back. A commit waiting for a semi-sync acknowledgement that cannot come (a primary cut
+        off from its replicas) would hold the fence back for as long as the semi-sync timeout:
+        if the fence has not taken after a second, the sessions waiting for an ACK are killed,
+        from a connection of their own, until it takes. Their clients get an error, never an
+        acknowledgement, so nothing acknowledged is lost.
+        """
         flavor = await self.flavor()
-        await self._execute_all(flavor.set_read_only(on), timeout=timeout)
+        if not on:
+            await self._execute_all(flavor.set_read_only(False), timeout=timeout)
+            return
+        limit = timeout if timeout is not None else self._params.query_timeout
+        fence = asyncio.create_task(self._execute_all(flavor.set_read_only(True), timeout=limit))
+        try:
+            await asyncio.wait({fence}, timeout=min(limit, _FENCE_TRY_S))
+            while not fence.done():
+                with contextlib.suppress(MysqlError):
+                    await self._kill_semi_sync_waiters(timeout=_FENCE_TRY_S)
+                await asyncio.wait({fence}, timeout=0.1)
+            fence.result()
+        finally:
+            if not fence.done():
+                fence.cancel()
+                with contextlib.suppress(BaseException):
+                    await fence
+
+    async def _kill_semi_sync_waiters(self, *, timeout: float) -> None:
+        """Kill the sessions stuck waiting for a semi-sync ACK (on a dedicated connection: the
+        shared one is busy with the fence they hold back)."""
+
+        async def work(conn: Connection, flavor: Flavor) -> None:
+            async with conn.cursor() as cursor:
+                await cursor.execute(
+                    "SELECT id FROM information_schema.processlist"
+                    " WHERE state LIKE 'Waiting for semi-sync ACK%%' AND id <> CONNECTION_ID()"
+                )
+                for row in await cursor.fetchall():
+                    with contextlib.suppress(pymysql.err.OperationalError):
+                        await cursor.execute(f"KILL {int(row['id'])}")
+
+        await self._run(work, timeout=timeout, retry=False, dedicated=True)
 
     async def demote(self, *, timeout: float | None = None) -> Position:
         """Make the server read-only, then return its position: every write acknowledged before
@@ -247,7 +294,11 @@ class MysqlClient:
         statements = [
             flavor.stop_replication(),
             flavor.reset_replication(),
-            *flavor.set_semi_sync(primary=semi_sync, replica=False),
+            *flavor.set_semi_sync(
+                primary=semi_sync,
+                replica=False,
+                timeout_ms=SEMI_SYNC_PRIMARY_TIMEOUT_MS if semi_sync else None,
+            ),
             *flavor.set_read_only(False),
         ]
         await self._execute_all(statements, timeout=timeout)

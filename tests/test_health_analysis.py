@@ -289,6 +289,23 @@ def test_primary_replicating_is_reported() -> None:
     assert kinds(analyze(SHARD, TABLETS, health)) == [(K.PRIMARY_REPLICATING, "zone1-101")]
 
 
+def test_primary_moved_elsewhere_is_an_interrupted_reparent_not_a_writable_replica() -> None:
+    """The topology's primary replicates from a writable tablet that replicates from nobody:
+    the primary was moved (TER not reported yet, or interrupted). That tablet is the one taking
+    writes; fencing it (ReplicaWritable) would leave the shard with no writable server."""
+    health = healthy_shard(
+        zone1_101=up("zone1-101", read_only=True, replication=repl("zone1-102")),
+        zone1_102=up("zone1-102", read_only=False, replication=None),
+        zone1_103=up("zone1-103", replication=repl("zone1-102")),
+    )
+    problems = analyze(SHARD, TABLETS, health)
+    assert kinds(problems) == [(K.INTERRUPTED_REPARENT, "zone1-101")]
+    assert "TabletExternallyReparented zone1-102" in problems[0].detail
+    # The source still replicating itself, or read-only: no evidence of a move, report only.
+    health["zone1-102"] = up("zone1-102", read_only=False, replication=repl("zone1-103"))
+    assert (K.PRIMARY_REPLICATING, "zone1-101") in kinds(analyze(SHARD, TABLETS, health))
+
+
 def test_other_shards_tablets_are_ignored() -> None:
     other = Tablet(alias="zone1-104", keyspace="commerce", shard="1", type=TabletType.REPLICA,
                    mysql_host="127.0.0.1", mysql_port=3304)  # fmt: skip

@@ -171,8 +171,11 @@ class EtcdKV:
         res = await self.call(lambda c: c.get(key.encode()), what=f"get {key}")
         return None if res is None else _kv(res)
 
-    async def get_prefix(self, prefix: str) -> list[KeyValue]:
-        res = await self.call(lambda c: c.get_prefix(prefix.encode()), what=f"list {prefix}")
+    async def get_prefix(self, prefix: str, *, keys_only: bool = False) -> list[KeyValue]:
+        """Every key under `prefix`; with `keys_only`, values are left empty (not sent)."""
+        res = await self.call(
+            lambda c: c.get_prefix(prefix.encode(), keys_only=keys_only), what=f"list {prefix}"
+        )
         return [_kv(kv) for kv in res]
 
     async def revision(self) -> int:

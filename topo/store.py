@@ -83,6 +83,8 @@ class TopoStore:
         self.root = root
         self.instance_id = instance_id or default_instance_id()
         self.lock_ttl = lock_ttl
+        # The tablets of the last `list_tablets()` over all cells, by key (see there).
+        self._tablets_read: dict[str, Tablet] = {}
 
     async def close(self) -> None:
         await self.kv.close()
@@ -231,7 +233,7 @@ class TopoStore:
             raise NoNodeError(f"tablet {alias}") from None
 
     async def list_cells(self) -> list[str]:
-        kvs = await self.kv.get_prefix(f"{self.root}/cells/")
+        kvs = await self.kv.get_prefix(f"{self.root}/cells/", keys_only=True)
         prefix_len = len(f"{self.root}/cells/")
         return sorted({kv.key[prefix_len:].split("/", 1)[0] for kv in kvs})
 
@@ -243,11 +245,16 @@ class TopoStore:
         cell: str | None = None,
         type: TabletType | None = None,
     ) -> list[Tablet]:
-        """All tablets matching the filters, sorted by alias."""
-        cells = [check_cell(cell)] if cell else await self.list_cells()
-        out: list[Tablet] = []
-        for c in cells:
-            out.extend(await self._list(f"{self.root}/cells/{c}/tablets/", "/Tablet", Tablet))
+        """All tablets matching the filters, sorted by alias.
+
+        Without a cell, one range read over every cell (the health checks list all tablets
+        every cycle; reading the cell names first would transfer every record twice)."""
+        if cell:
+            out = await self._list(
+                f"{self.root}/cells/{check_cell(cell)}/tablets/", "/Tablet", Tablet
+            )
+        else:
+            out = await self._list_all_tablets()
         return sorted(
             (
                 t
@@ -258,6 +265,23 @@ class TopoStore:
             ),
             key=lambda t: t.tablet_alias,
         )
+
+    async def _list_all_tablets(self) -> list[Tablet]:
+        """Every tablet of every cell. A record whose key still has the mod_revision it had at
+        the previous call is the record parsed then (records are immutable; a key's value at
+        one mod_revision never changes), so a fleet that did not change costs one read and no
+        JSON parsing."""
+        prefix = f"{self.root}/cells/"
+        previous, current = self._tablets_read, {}
+        for kv in await self.kv.get_prefix(prefix):
+            if not _is_tablet_key(kv.key[len(prefix) :]):
+                continue
+            tablet = previous.get(kv.key)
+            if tablet is None or tablet.revision != kv.mod_revision:
+                tablet = Tablet.from_json(kv.value, revision=kv.mod_revision)
+            current[kv.key] = tablet
+        self._tablets_read = current
+        return list(current.values())
 
     async def shard_tablets(self, ks: str, shard: str) -> tuple[list[Tablet], list[str]]:
         """The tablets of one shard, reading cell by cell; a cell that cannot be read is
@@ -338,6 +362,27 @@ class TopoStore:
 
     # -- locks (see topo.lock for taking them) ---------------------------------------------
 
+    async def list_shards_and_locks(self) -> tuple[list[Keyspace], list[Shard], list[LockInfo]]:
+        """Every keyspace, shard and held shard lock from one range read (the health checks read
+        them every cycle; `list_keyspaces`, `list_shards` per keyspace and `list_locks` would
+        each read the whole tree again). Shards are sorted by key; a shard whose keyspace record
+        is missing is left out, as `list_shards` would."""
+        prefix = f"{self.root}/global/keyspaces/"
+        keyspaces: list[Keyspace] = []
+        shards: list[Shard] = []
+        locks: list[LockInfo] = []
+        for kv in await self.kv.get_prefix(prefix):
+            parts = kv.key[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == "Keyspace":
+                keyspaces.append(Keyspace.from_json(kv.value, revision=kv.mod_revision))
+            elif len(parts) == 4 and parts[1] == "shards" and parts[3] == "Shard":
+                shards.append(Shard.from_json(kv.value, revision=kv.mod_revision))
+            elif len(parts) == 4 and parts[1] == "shards" and parts[3] == "lock":
+                locks.append(_lock_info(kv))
+        names = {k.name for k in keyspaces}
+        shards = sorted((s for s in shards if s.keyspace in names), key=lambda s: s.key)
+        return keyspaces, shards, locks
+
     async def list_locks(self) -> list[LockInfo]:
         """Every shard lock currently held, with its holder and action."""
         kvs = await self.kv.get_prefix(f"{self.root}/global/keyspaces/")
@@ -391,6 +436,12 @@ class TopoStore:
         return [
             json.loads(kv.value) for kv in await self.kv.get_prefix(f"{self.root}/global/audit/")
         ]
+
+
+def _is_tablet_key(rel: str) -> bool:
+    """`<cell>/tablets/<alias>/Tablet` (relative to the cells prefix)?"""
+    parts = rel.split("/")
+    return len(parts) == 4 and parts[1] == "tablets" and parts[3] == "Tablet"
 
 
 def _lock_info(kv: KeyValue) -> LockInfo:

@@ -53,6 +53,7 @@ from workflows.result import ReparentResult
 from workflows.run import WorkflowRun
 
 ACTION = "EmergencyReparentShard"
+STOP_IO_EXTRA_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ async def _stop_io_and_probe(
         client = env.mysql(t)
         status = await client.status(timeout=timeout)
         if status.replication is not None:
-            await client.stop_io_thread(timeout=timeout)
+            # STOP SLAVE IO_THREAD takes about 2 s while the IO thread is reconnecting to a
+            # source that silently vanished (a network cut, not a refused connection).
+            await client.stop_io_thread(timeout=timeout + STOP_IO_EXTRA_S)
             status = await client.status(timeout=timeout)
         if not status.read_only:
             # Promoted by an interrupted reparent: fenced, so that promoting another tablet

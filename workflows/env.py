@@ -44,9 +44,6 @@ class WorkflowSettings:
     lock_timeout: float = 30.0
     # Per-tablet deadline for the status probes of ERS and health checks.
     probe_timeout: float = 2.0
-    # Semi-sync primary wait (ms) before a commit falls back to async; large so that an
-    # acknowledged write really is on a replica.
-    semi_sync_timeout_ms: int = 10_000_000
 
 
 class ClientPool:

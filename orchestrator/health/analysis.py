@@ -22,7 +22,11 @@ The analyses, in the order they matter:
     workflow that was interrupted, from its own record; with no such record it only reports.
   - PrimaryReadOnly: topology says primary and serving, MySQL says read_only=ON, no other
     tablet is writable: make it writable.
-  - PrimaryReplicating: the primary itself replicates from somewhere: report only.
+  - PrimaryReplicating: the primary itself replicates from somewhere: report only. But if it
+    replicates from a writable tablet of its shard that replicates from nobody, the primary
+    was moved and the topology not told (an outside tool that has not called
+    TabletExternallyReparented yet, or one interrupted): InterruptedReparent, and that tablet
+    is not fenced (fencing it would leave the shard with no writable server).
 - Tablet problems (every other tablet):
   - ReplicaWritable: any non-primary tablet (spare and drained too) with read_only OFF: writes
     there become errant transactions, or a second primary. Set read-only.
@@ -163,7 +167,23 @@ def analyze(
                 t.alias for t in others if (s := _status(statuses, t)) and not s.read_only
             ]
             repl = status.replication
-            if repl is not None and (repl.io_running or repl.sql_running):
+            moved_to = _moved_to(repl, others, statuses)
+            if moved_to is not None:
+                # The primary already replicates from a writable tablet of its shard that
+                # replicates from nobody: the primary was moved (an external tool, or a
+                # reparent interrupted after repointing it) and the topology not told yet.
+                # Fencing that tablet would leave the shard without a writable server.
+                suppress_writable = True
+                out.append(
+                    problem(
+                        ProblemKind.INTERRUPTED_REPARENT,
+                        primary.alias,
+                        f"the primary replicates from {moved_to}, which is writable and "
+                        "replicates from nobody: the primary was moved and the topology not "
+                        f"updated (TabletExternallyReparented {moved_to} reports it)",
+                    )
+                )
+            elif repl is not None and (repl.io_running or repl.sql_running):
                 out.append(
                     problem(
                         ProblemKind.PRIMARY_REPLICATING,
@@ -290,6 +310,23 @@ def _unreachable_primary(
     return problem(
         ProblemKind.DEAD_PRIMARY, primary.alias, f"{why}; its replicas lost it too: {lost}"
     )
+
+
+def _moved_to(
+    repl: Any, others: Sequence[Tablet], statuses: Mapping[str, TabletHealth]
+) -> str | None:
+    """The tablet the primary replicates from, if it is in the shard, writable and itself
+    replicates from nobody (it acts as the primary)."""
+    if repl is None or not (repl.io_running or repl.sql_running):
+        return None
+    for t in others:
+        if _same_source(repl, t):
+            s = _status(statuses, t)
+            if s is None or s.read_only:
+                return None
+            r = s.replication
+            return t.alias if r is None or not (r.io_running or r.sql_running) else None
+    return None
 
 
 def _same_source(repl: Any, primary: Tablet) -> bool:

@@ -7,8 +7,9 @@ One cycle:
   2. check every tablet in parallel (at most `health_concurrency` at a time), each bounded by
      `health_timeout_s`, on connections of the checker's own: a check never waits behind a
      workflow's statement
-  3. on the leader, after it became leader and every 30 s: mark `interrupted` the workflow
-     records whose holder is gone
+  3. on the leader, after it became leader and every 30 s (sooner when a record left by a
+     holder that just died can be judged): mark `interrupted` the workflow records whose
+     holder is gone
   4. per shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and say so
      in one sentence
 
@@ -73,7 +74,8 @@ class HealthChecker:
         self.last_cycle_at = 0.0
         self.last_cycle_ms = 0.0
         self._swept_term = -1
-        self._swept_at = 0.0
+        self._next_sweep_at = 0.0
+        self._sweep_locks: dict[str, LockInfo] = {}
 
     # -- what the API shows ------------------------------------------------------------------
 
@@ -171,14 +173,16 @@ class HealthChecker:
         self.last_cycle_at = time.time()
 
     async def read_topology(self) -> Topology:
-        store = self.store
-        keyspaces = {k.name: k for k in await store.list_keyspaces()}
-        shards: list[Shard] = []
-        for name in sorted(keyspaces):
-            shards.extend(await store.list_shards(name))
-        tablets = await store.list_tablets()
-        locks = {f"{li.keyspace}/{li.shard}": li for li in await store.list_locks()}
-        return Topology(keyspaces, sorted(shards, key=lambda s: s.key), tablets, locks)
+        """Two range reads whatever the size of the fleet: every tablet, then every keyspace,
+        shard and lock (read last, so that a workflow that started meanwhile shows its lock)."""
+        tablets = await self.store.list_tablets()
+        keyspaces, shards, locks = await self.store.list_shards_and_locks()
+        return Topology(
+            {k.name: k for k in keyspaces},
+            shards,
+            tablets,
+            {f"{li.keyspace}/{li.shard}": li for li in locks},
+        )
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -223,17 +227,33 @@ class HealthChecker:
     # -- restarts ---------------------------------------------------------------------------------
 
     async def _sweep_interrupted(self, locks: dict[str, LockInfo]) -> None:
-        """On becoming leader, then every 30 s: workflows left running by a dead holder."""
+        """On becoming leader, then every 30 s: workflows left running by a dead holder.
+
+        Also sooner, after a crash and restart (a holder that died just before this instance
+        took over): when a workflow's shard lock goes away (released, or its lease expired),
+        and when a record that was too recent to be judged on an unlocked shard can be judged.
+        Until it is marked, the shard shows a reparent that seems to be running."""
         term = self.service.election.terms
-        if term == self._swept_term and time.monotonic() - self._swept_at < SWEEP_EVERY_S:
+        released = any(
+            li.workflow_id and locks.get(key) != li for key, li in self._sweep_locks.items()
+        )
+        self._sweep_locks = dict(locks)
+        if term == self._swept_term and time.monotonic() < self._next_sweep_at and not released:
             return
-        self._swept_term, self._swept_at = term, time.monotonic()
+        now = time.monotonic()
+        self._swept_term, self._next_sweep_at = term, now + SWEEP_EVERY_S
         grace = self.settings.lock_ttl_s + 2 * self.settings.health_interval_s
+        pending: list[float] = []
         try:
-            marked = await mark_interrupted_workflows(self.store, grace_s=grace, locks=locks)
+            marked = await mark_interrupted_workflows(
+                self.store, grace_s=grace, locks=locks, pending=pending
+            )
         except TopoError as e:
             log.warning("could not check for interrupted workflows", error=str(e))
             return
+        if pending:
+            due = now + max(0.0, min(pending) - time.time())
+            self._next_sweep_at = min(self._next_sweep_at, due)
         for wf_id in marked:
             log.warning(f"workflow {wf_id} marked interrupted: its holder is gone; the health "
                         "checks repair its shard")  # fmt: skip

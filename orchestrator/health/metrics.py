@@ -20,6 +20,7 @@ _FAILURES = getattr(_m, "HEALTH_CHECK_FAILURES", None)
 _RECOVERIES = getattr(_m, "RECOVERIES", None)
 _REPARENT = getattr(_m, "observe_reparent", None)
 _SET_TABLETS = getattr(_m, "set_tablet_counts", None)
+_last_counts: dict[tuple[str, str, str, bool], int] | None = None
 
 
 def _labels(metric: Any, **values: str) -> Any:
@@ -56,9 +57,14 @@ def set_tablets(tablets: Iterable[Tablet], health: dict[str, TabletHealth]) -> N
     """Tablets by keyspace, shard, type and health (unchecked tablets count as unhealthy)."""
     if _SET_TABLETS is None:
         return
+    global _last_counts
     counts: dict[tuple[str, str, str, bool], int] = {}
     for t in tablets:
         h = health.get(t.alias)
         key = (t.keyspace, t.shard, t.type.value, bool(h is not None and h.healthy))
         counts[key] = counts.get(key, 0) + 1
-    _SET_TABLETS(counts)
+    # Rewriting the gauge means one labelled series per shard and type, every cycle: skip it
+    # when nothing changed since the last write (the gauge has no other writer).
+    if counts != _last_counts:
+        _SET_TABLETS(counts)
+        _last_counts = counts

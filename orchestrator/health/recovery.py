@@ -21,6 +21,8 @@ from may be a cycle old:
 With `disable_active_reparents` an external tool owns failover and, as the Vitess documentation
 puts it, "manages the replication process": then only the spare transitions run, everything else
 is reported as blocked (fencing a replica or repointing one could fight the tool mid-failover).
+One exception: an interrupted TabletExternallyReparented (the tool's own report, cut short when
+the orchestrator died) is resumed, as the command itself is not gated by the setting.
 
 Anti-flapping. A failover (DeadPrimary) is not repeated on a shard within `recovery_block_s` of
 the previous one: two dead primaries in a row usually mean something else is wrong (a load that
@@ -204,6 +206,8 @@ class Recoveries:
     async def _blocked(self, keyspace: Keyspace | None, p: Problem) -> tuple[str, str] | None:
         """(category, reason) if `p` must not be recovered now."""
         if self.settings.disable_active_reparents and p.kind not in TOPOLOGY_ONLY:
+            if p.kind == ProblemKind.INTERRUPTED_REPARENT and await self._interrupted_ter(p):
+                return None  # finishing the tool's own report is not an active reparent
             return "disabled", (
                 "active reparents are disabled (disable_active_reparents): an external tool "
                 "owns failover and replication, the health checks only report"
@@ -471,6 +475,8 @@ class Recoveries:
                 "no interrupted reparent workflow to resume; finish it with "
                 "PlannedReparentShard or TabletExternallyReparented"
             )
+        if self.settings.disable_active_reparents and record.action != "TabletExternallyReparented":
+            raise _Skipped(f"active reparents are disabled: {record.action} not resumed")
         if record.status == WorkflowStatus.RUNNING:
             with contextlib.suppress(BadVersionError):
                 await self.store.update_workflow(
@@ -489,6 +495,14 @@ class Recoveries:
             f"resumed {record.action} {record.id}: {result.new_primary} is the primary "
             f"(workflow {result.workflow_id})"
         )
+
+    async def _interrupted_ter(self, p: Problem) -> bool:
+        """The reparent to resume is a TabletExternallyReparented: an outside tool moved the
+        primary and reported it, and the orchestrator died while recording it. Resuming it only
+        records what the tool did (as the command would, it is not gated by
+        disable_active_reparents), so it runs even when active reparents are disabled."""
+        record = await self._resumable(p)
+        return record is not None and record.action == "TabletExternallyReparented"
 
     async def _resumable(self, p: Problem) -> WorkflowRecord | None:
         """The shard's newest workflow, if it is a reparent that never finished."""
@@ -561,7 +575,11 @@ class Recoveries:
 
 
 async def mark_interrupted_workflows(
-    store: Any, *, grace_s: float, locks: dict[str, LockInfo]
+    store: Any,
+    *,
+    grace_s: float,
+    locks: dict[str, LockInfo],
+    pending: list[float] | None = None,
 ) -> list[str]:
     """Workflow records left `running` by a holder that is gone: no lock on their shard is held
     for them. Marked `interrupted` (compare-and-swap), so nobody waits for them and the shard's
@@ -569,13 +587,21 @@ async def mark_interrupted_workflows(
 
     A workflow still waiting for its lock also looks like this; the grace period (longer than a
     lock lease) spares the normal waits, and a workflow wrongly marked rewrites its own record on
-    its next step (see `workflows.run`)."""
+    its next step (see `workflows.run`).
+
+    `pending`, if given, receives the time (epoch seconds) at which each record that is not
+    marked only because it is too recent can be judged, if nothing locks its shard at all (the
+    likely remains of a holder that died a moment ago), so the caller can look again then."""
     marked = []
     now = time.time()
     for rec in await store.list_workflows():
-        if rec.status != WorkflowStatus.RUNNING or now - rec.updated_at < grace_s:
+        if rec.status != WorkflowStatus.RUNNING:
             continue
         lock = locks.get(f"{rec.keyspace}/{rec.shard}")
+        if now - rec.updated_at < grace_s:
+            if pending is not None and lock is None:
+                pending.append(rec.updated_at + grace_s)
+            continue
         if lock is not None and lock.workflow_id == rec.id:
             continue
         changed = dataclasses.replace(

@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,9 @@ class MariadbServer:
     admin_password: str = field(default=DEFAULT_ADMIN_PASSWORD, repr=False)
     app_user: str = DEFAULT_APP_USER
     app_password: str = field(default=DEFAULT_APP_PASSWORD, repr=False)
+    # Run mariadbd under this command, e.g. ``("ip", "netns", "exec", "ns1")`` for a server in
+    # a network namespace (tests of network partitions). It must exec mariadbd (same pid).
+    command_prefix: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = field(
         default=None, repr=False, compare=False, init=False
     )
@@ -159,7 +162,7 @@ class MariadbServer:
         accepts the admin user's queries (crash recovery included)."""
         if self.is_running():
             raise MariadbStartError(f"{self.name} is still running (pid {self.pid})")
-        self._process = _spawn(self.config_file, self.error_log)
+        self._process = _spawn(self.config_file, self.error_log, self.command_prefix)
         self.pid = self._process.pid
         await _wait_ready(self, self.admin_user, self.admin_password, timeout)
 
@@ -179,6 +182,7 @@ class MariadbServer:
             "admin_password": self.admin_password,
             "app_user": self.app_user,
             "app_password": self.app_password,
+            **({"command_prefix": list(self.command_prefix)} if self.command_prefix else {}),
         }
 
     @classmethod
@@ -196,6 +200,7 @@ class MariadbServer:
             admin_password=str(data.get("admin_password", DEFAULT_ADMIN_PASSWORD)),
             app_user=str(data.get("app_user", DEFAULT_APP_USER)),
             app_password=str(data.get("app_password", DEFAULT_APP_PASSWORD)),
+            command_prefix=tuple(str(a) for a in data.get("command_prefix", ())),
         )
 
 
@@ -211,12 +216,18 @@ async def start_mariadb(
     app_password: str = DEFAULT_APP_PASSWORD,
     extra_options: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT_S,
+    host: str = HOST,
+    command_prefix: Sequence[str] = (),
 ) -> MariadbServer:
     """Create a fresh server in ``base_dir`` (its own directory, created if missing; the
     datadir must not exist yet) and start it; return once the admin user can query it.
 
     Without ``port`` a free one is chosen, and another one if the server loses the race for it.
     ``extra_options`` are added to ``my.cnf`` (``{"option": "value"}``, ``""`` for a bare flag).
+    ``host`` is the address the server binds (unless ``extra_options`` names another
+    ``bind-address``), reports and is reached at; ``command_prefix`` runs mariadbd under another
+    command that execs it, e.g. ``("ip", "netns", "exec", "ns1")``. Both are for tests that put
+    a server in a network namespace; by default the server listens on 127.0.0.1.
     """
     if admin_user == "root":
         raise ValueError("admin_user must not be root: root stays local to the datadir")
@@ -235,17 +246,19 @@ async def start_mariadb(
         socket=_socket_path(base_dir),
         pid=0,
         base_dir=base_dir,
+        host=host,
         admin_user=admin_user,
         admin_password=admin_password,
         app_user=app_user,
         app_password=app_password,
+        command_prefix=tuple(command_prefix),
     )
     for attempt in range(1 if port else _PORT_ATTEMPTS):
         if not port:
             server.port = free_port()
         _write_config(server, extra_options or {})
         server.error_log.unlink(missing_ok=True)
-        server._process = _spawn(server.config_file, server.error_log)
+        server._process = _spawn(server.config_file, server.error_log, server.command_prefix)
         server.pid = server._process.pid
         try:
             # The template's root@127.0.0.1 has no password until _create_users runs.
@@ -371,10 +384,12 @@ def _write_config(server: MariadbServer, extra: Mapping[str, str]) -> None:
     server.config_file.write_text("\n".join(lines) + "\n")
 
 
-def _spawn(config_file: Path, error_log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    config_file: Path, error_log: Path, prefix: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
     with open(error_log, "ab") as log_file:
         return subprocess.Popen(
-            [MARIADBD, f"--defaults-file={config_file}"],
+            [*prefix, MARIADBD, f"--defaults-file={config_file}"],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -414,7 +429,7 @@ async def _answers(server: MariadbServer, user: str, password: str) -> bool:
     the race for it), and the server's own abort is checked between probes.
     """
     conn = aiomysql.Connection(
-        host=server.host, port=server.port, user=user, password=password, connect_timeout=0.5
+        **_root_or_tcp(server, user), user=user, password=password, connect_timeout=0.5
     )
     try:
         async with asyncio.timeout(0.5):
@@ -434,12 +449,21 @@ async def _answers(server: MariadbServer, user: str, password: str) -> bool:
         conn.close()
 
 
+def _root_or_tcp(server: MariadbServer, user: str) -> dict[str, Any]:
+    """Where to connect: TCP to the server's address, except for the template's root on a server
+    that is not on 127.0.0.1 (e.g. in a network namespace), which only ``root@localhost`` (the
+    unix socket) can reach before the users exist."""
+    if user == "root" and server.host != HOST:
+        return {"unix_socket": str(server.socket)}
+    return {"host": server.host, "port": server.port}
+
+
 async def _create_users(server: MariadbServer) -> None:
     """Admin user (everything, for the orchestrator and replication), app user (data only: no
     SUPER or READ ONLY ADMIN, so ``read_only`` fences it), root reachable only through the local
     socket with the admin password, and an empty binlog and GTID state."""
     conn = await aiomysql.connect(
-        host=server.host, port=server.port, user="root", password="", connect_timeout=5.0
+        **_root_or_tcp(server, "root"), user="root", password="", connect_timeout=5.0
     )
     try:
         async with conn.cursor() as cursor:
@@ -525,4 +549,8 @@ def _pid_is_our_server(pid: int, config_file: Path) -> bool:
     except OSError:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
-    return state not in ("Z", "X") and str(config_file) in cmdline
+    if state in ("Z", "X"):
+        return False
+    # A process that is exiting has already released its memory, and with it an empty
+    # cmdline: still running until it is gone (otherwise stop() would return too early).
+    return not cmdline or str(config_file) in cmdline
