@@ -23,13 +23,13 @@ $(VENV)/.installed: pyproject.toml
 
 # Starts etcd, 3 MariaDB servers and the orchestrator service on loopback, then a demo reparent.
 run: setup
-	$(VENV)/bin/orchestrator local up --dir $(LOCAL_DIR) --demo
+	@$(VENV)/bin/orchestrator local up --dir $(LOCAL_DIR) --demo
 
 stop:
 	@test -x $(VENV)/bin/orchestrator && $(VENV)/bin/orchestrator local down --dir $(LOCAL_DIR) || true
 
 status:
-	$(VENV)/bin/orchestrator local status --dir $(LOCAL_DIR)
+	@$(VENV)/bin/orchestrator local status --dir $(LOCAL_DIR)
 
 test: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
