@@ -385,8 +385,7 @@ class TopoStore:
 
     async def list_locks(self) -> list[LockInfo]:
         """Every shard lock currently held, with its holder and action."""
-        kvs = await self.kv.get_prefix(f"{self.root}/global/keyspaces/")
-        return [_lock_info(kv) for kv in kvs if kv.key.endswith("/lock")]
+        return (await self.list_shards_and_locks())[2]
 
     async def get_lock(self, ks: str, shard: str) -> LockInfo | None:
         kv = await self.kv.get(self.lock_key(ks, shard))
