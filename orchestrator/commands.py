@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import events
 from topo.alias import TabletAlias, check_keyspace, parse_keyspace_shard
 from topo.errors import InvalidArgumentError as TopoInvalidArgumentError
 
@@ -536,7 +537,7 @@ async def _change_tablet_type(ctx: CommandContext, a: dict[str, Any]) -> Any:
                     warnings.append(f"could not set semi-sync on {tablet.alias}: {e}")
     if old_type != new_type:
         await ctx.service.events.publish_quietly(
-            "tablet.type_changed",
+            events.TABLET_TYPE_CHANGED,
             {"alias": tablet.alias, "keyspace": tablet.keyspace, "shard": tablet.shard,
              "old_type": old_type.value, "new_type": new_type.value, "source": "api"},
         )  # fmt: skip

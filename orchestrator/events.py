@@ -54,6 +54,7 @@ REPARENT_STARTED = "reparent.started"
 REPARENT_SUCCEEDED = "reparent.succeeded"
 REPARENT_FAILED = "reparent.failed"
 TABLET_TYPE_CHANGED = "tablet.type_changed"
+RECOVERY_RUN = "recovery.run"
 
 
 def wire_body(event: dict[str, Any]) -> bytes:

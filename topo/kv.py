@@ -332,7 +332,3 @@ def _txn_revision(responses: list[Any]) -> int:
             if hasattr(r, name) and r.HasField(name):
                 return int(getattr(r, name).header.revision)
     return 0
-
-
-def now() -> float:
-    return time.time()

@@ -215,10 +215,3 @@ class ShardLock:
             with contextlib.suppress(TopoError):
                 await self.store.kv.revoke_lease(self.info.lease_id)
         self._fence = None
-
-
-def lock_shard(
-    store: TopoStore, keyspace: str, shard: str, *, action: str, **kwargs: Any
-) -> ShardLock:
-    """Convenience constructor: `async with lock_shard(store, ks, shard, action=...)`."""
-    return ShardLock(store, keyspace, shard, action=action, **kwargs)

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 
 from mysqlctl.client import MysqlClient
+from orchestrator import events
 from orchestrator.health import metrics
 from orchestrator.health.analysis import (
     REPLICATING_TYPES,
@@ -310,7 +311,7 @@ class Recoveries:
             except TopoError as e:
                 bound.warning("could not record the failover time in etcd", error=str(e))
         if entry["result"] != "skipped":
-            await self.checker.publish("recovery.run", dict(entry))
+            await self.checker.publish(events.RECOVERY_RUN, dict(entry))
         return entry
 
     def _new_entry(self, p: Problem, action: str, result: str, reason: str) -> dict[str, Any]:
@@ -346,7 +347,7 @@ class Recoveries:
                     f"{p.tablet or ''} -> {ACTIONS[p.kind]}: {reason}")  # fmt: skip
         metrics.count_recovery(p, ACTIONS[p.kind], "blocked")
         if self.task_group is not None:
-            self.task_group.create_task(self.checker.publish("recovery.run", dict(entry)))
+            self.task_group.create_task(self.checker.publish(events.RECOVERY_RUN, dict(entry)))
 
     # -- the recoveries themselves -------------------------------------------------------------
 
@@ -564,7 +565,7 @@ class Recoveries:
                 raise _Skipped(f"{alias} already is {after.type.value}")
             await self.store.rebuild_serving_graph(p.keyspace, lock.fence)
             await self.checker.publish(
-                "tablet.type_changed",
+                events.TABLET_TYPE_CHANGED,
                 {"alias": alias, "keyspace": p.keyspace, "shard": p.shard,
                  "from": before.type.value, "to": after.type.value, "reason": why,
                  "detail": p.detail},

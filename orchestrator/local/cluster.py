@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.local.etcd import EtcdServer, kill_and_reap, pid_alive, start_etcd, terminate
+from orchestrator.local.etcd import EtcdServer, pid_alive, start_etcd, terminate
 from orchestrator.local.mariadb import MariadbServer, start_mariadb
 from orchestrator.local.ports import free_port
 from topo.alias import check_cell, check_keyspace, shard_names
@@ -276,11 +275,6 @@ async def down(dir: Path) -> list[str]:
 def destroy(dir: Path) -> None:
     """Remove the cluster directory (after `down`)."""
     shutil.rmtree(dir, ignore_errors=True)
-
-
-def kill_service(state: ClusterState) -> None:
-    if state.service_pid:
-        kill_and_reap(state.service_pid, signal.SIGKILL)
 
 
 async def describe(state: ClusterState) -> dict[str, Any]:
