@@ -360,6 +360,10 @@ def _write_config(server: MariadbServer, extra: Mapping[str, str]) -> None:
         "relay-log": "relay-bin",
         "log-slave-updates": "ON",
         "binlog-format": "ROW",
+        # Full row images with column names in the binlog: what a migration task's binlog
+        # reader needs to map row events to columns without asking the server for the schema.
+        "binlog-row-image": "FULL",
+        "binlog-row-metadata": "FULL",
         "gtid-strict-mode": "ON",
         "gtid-domain-id": "0",
         "skip-name-resolve": "",
