@@ -27,7 +27,7 @@ import structlog
 from aiohttp import web
 
 from orchestrator import metrics
-from orchestrator.api.errors import error_response
+from orchestrator.errors import error_response
 from orchestrator.signing import TIMESTAMP_HEADER, SignatureError, signature_of, verify
 from topo.errors import NodeExistsError, TopoError
 from workflows.externally_reparented import (

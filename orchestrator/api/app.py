@@ -13,11 +13,11 @@ from aiohttp import web
 
 from orchestrator import metrics
 from orchestrator.api import openapi, streams
-from orchestrator.api.errors import error_response
 from orchestrator.api.routes_commands import command_routes
 from orchestrator.api.routes_status import ROUTES as STATUS_ROUTES
 from orchestrator.api.routes_topology import ROUTES as TOPOLOGY_ROUTES
 from orchestrator.api.routing import SERVICE, Route
+from orchestrator.errors import error_response
 
 if TYPE_CHECKING:
     from orchestrator.service import Service
@@ -112,7 +112,7 @@ def _endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespo
 async def middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Errors become JSON answers (mapped in `orchestrator.api.errors`); every request is
+    """Errors become JSON answers (mapped in `orchestrator.errors`); every request is
     counted and timed by route template."""
     started = time.monotonic()
     resource = request.match_info.route.resource

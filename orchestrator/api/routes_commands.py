@@ -21,9 +21,9 @@ from aiohttp import web
 
 from orchestrator import commands as registry
 from orchestrator import metrics
-from orchestrator.api.errors import UnauthorizedError, classify, error_body, error_response
 from orchestrator.api.routing import JSON, NDJSON, Param, Route, path
 from orchestrator.api.streams import spawn_command
+from orchestrator.errors import UnauthorizedError, classify, error_body, error_response
 from topo.errors import TopoUnavailableError
 from workflows import errors as we
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from orchestrator.api import views
+from orchestrator import views
 from orchestrator.api.routing import KS, SHARD, Param, Route, path
 
 if TYPE_CHECKING:

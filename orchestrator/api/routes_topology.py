@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from orchestrator.api import views
+from orchestrator import views
 from orchestrator.api.routing import ALIAS, CELL, KS, NDJSON, SHARD, Param, Route
 from orchestrator.api.streams import track_stream
 from topo.records import TabletType
@@ -86,7 +86,7 @@ async def watch_serving(request: web.Request, service: Service, p: dict[str, Any
         with contextlib.suppress(asyncio.CancelledError, ConnectionError):
             exc = task.exception() if not task.cancelled() else None
             if exc is not None:
-                from orchestrator.api.errors import error_body
+                from orchestrator.errors import error_body
 
                 _, body = error_body(exc)
                 await resp.write(json.dumps(body).encode() + b"\n")

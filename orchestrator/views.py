@@ -2,7 +2,7 @@
 
 Shared by the GET routes and the Get*/Show* commands, so a record looks the same whichever way
 it was asked for. Every function takes the service and raises the topology's own errors (the API
-maps them to statuses in one place, `orchestrator.api.errors`).
+maps them to statuses in one place, `orchestrator.errors`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The one place where errors become HTTP statuses and JSON bodies.
 
+Used by the HTTP API (`orchestrator.api`) and by the inbound webhook (`orchestrator.webhooks`);
+it lives outside `api/` because nothing but the app may import `api/`.
+
 Every error answer has the body `{"error": {"code", "message", "details"}}`. The mapping:
 
 | status | code                          | raised as                                              |
