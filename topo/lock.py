@@ -98,14 +98,18 @@ class ShardLock:
         tb: TracebackType | None,
     ) -> None:
         lost = self._lost
-        await self.release()
         if lost and exc_type is asyncio.CancelledError:
+            # The cancellation is ours (the keep-alive cancelled the holder): consume it before
+            # releasing, so that the release's etcd calls run as plain calls (a channel closed
+            # under them is retried, not taken for a cancellation of this task).
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 task.uncancel()
+            await self.release()
             raise LockLostError(
                 f"shard lock {self.keyspace}/{self.shard} was lost; {self.action} stopped"
             ) from exc
+        await self.release()
 
     async def acquire(self) -> None:
         """Take the lock, waiting (by watching the key) up to `timeout` seconds."""
