@@ -1,10 +1,13 @@
-"""Shared bits of the benchmarks: percentiles, printing a summary, writing JSON."""
+"""Shared bits of the benchmarks: percentiles, printing a summary, writing JSON, and running
+a benchmark so that it never leaves a server behind (`run_main`, `sweep`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import statistics
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +36,32 @@ def write_json(path: str | None, doc: dict[str, Any]) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(doc, indent=2))
+
+
+def run_main(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run(main)`, with SIGTERM and SIGHUP cancelling it like Ctrl-C does, so the
+    benchmark's `finally` blocks stop its servers whichever way it is ended."""
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+        await main
+
+    try:
+        asyncio.run(guarded())
+    except asyncio.CancelledError:
+        raise SystemExit(143) from None
+
+
+async def sweep(directory: str | Path) -> None:
+    """Stop every server process (mariadbd, etcd) still using `directory`: the last line of
+    defence against one that a benchmark restarted and then lost track of."""
+    from orchestrator.local import procs
+
+    found = [p for p in procs.using_dir(Path(directory)) if p.name in ("mariadbd", "etcd")]
+    if found:
+        print(f"stopping {len(found)} server(s) left in {directory}", flush=True)
+        await procs.stop_pids([p.pid for p in found], 10)

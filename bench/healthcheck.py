@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import percentile, summary_ms, write_json
+from bench.common import percentile, run_main, summary_ms, sweep, write_json
 from mysqlctl.client import MysqlClient, MysqlParams
 from orchestrator import metrics as orc_metrics
 from orchestrator.health import checker as checker_module
@@ -473,6 +473,7 @@ async def main(args: argparse.Namespace) -> None:
                     for s in g:
                         s.kill()
             etcd.kill()
+            await sweep(d)
     write_json(args.json, doc)
 
 
@@ -607,4 +608,4 @@ if __name__ == "__main__":
     p.add_argument("--shared-connections", action="store_true")
     p.add_argument("--profile", help="pyinstrument output of the main run (.html or text)")
     p.add_argument("--json")
-    asyncio.run(main(p.parse_args()))
+    run_main(main(p.parse_args()))

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import summary_ms, write_json
+from bench.common import run_main, summary_ms, sweep, write_json
 from bench.writer import BenchWriter
 from mysqlctl.client import MysqlClient, MysqlParams
 from orchestrator.local import cluster
@@ -247,10 +247,13 @@ async def main(args: argparse.Namespace) -> None:
         args.prs, args.ers, args.auto_ers = 5, 3, 0 if args.no_service else args.auto_ers or 0
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-reparent-") as d:
-        for name in args.durability.split(","):
-            durability = Durability.parse(name)
-            log(f"durability {durability.value}:")
-            results.append(await run_policy(args, durability, Path(d)))
+        try:
+            for name in args.durability.split(","):
+                durability = Durability.parse(name)
+                log(f"durability {durability.value}:")
+                results.append(await run_policy(args, durability, Path(d)))
+        finally:
+            await sweep(d)
     for r in results:
         prs, ers = r["prs"], r["ers"]
         log(f"[{r['durability']}] PRS window p50 {prs['window_ms']['p50']} ms, p99 "
@@ -278,4 +281,4 @@ if __name__ == "__main__":
     p.add_argument("--durability", default="none,semi_sync")
     p.add_argument("--json")
     p.add_argument("--png")
-    asyncio.run(main(p.parse_args()))
+    run_main(main(p.parse_args()))

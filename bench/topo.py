@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import summary_ms, write_json
+from bench.common import run_main, summary_ms, write_json
 from orchestrator.local.etcd import start_etcd
 from orchestrator.logs import configure_logging
 from topo.lock import ShardLock
@@ -114,4 +114,4 @@ if __name__ == "__main__":
     p.add_argument("--contenders", type=int, default=8)
     p.add_argument("--cas-seconds", type=float, default=3.0)
     p.add_argument("--json")
-    asyncio.run(main(p.parse_args()))
+    run_main(main(p.parse_args()))

@@ -1,15 +1,21 @@
-"""The local cluster: etcd, N MariaDB servers per shard and (optionally) the orchestrator
-service, all on loopback, no Docker, state in one directory.
+"""The local cluster: etcd, N MariaDB servers per shard, (optionally) the orchestrator service
+and a migration target server, all on loopback, no Docker, state in one directory.
 
-`up` records every process in `<dir>/cluster.json` as soon as it starts, so `down` stops exactly
-what `up` started, even after a partial start-up. The test suite uses the same launcher (with
-an etcd it already runs).
+`up` records every component in `<dir>/cluster.json` as soon as it starts. `down` stops what
+runs now, found from each server's pid file or command line and the service's environment
+(`orchestrator.local.procs`), not from the pids recorded at `up`: a drill, a test or a benchmark
+may have restarted a server since. Then it sweeps any other mariadbd or etcd process still using
+the directory. `down` keeps the data and `cluster.json`; `up` on a stopped cluster starts it
+again from its data (same ports), and `down --purge` removes the directory. `stop|kill|restart`
+act on one tablet, the service or the target, for drills. The test suite uses the same launcher
+(with an etcd it already runs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -21,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.local.etcd import EtcdServer, pid_alive, start_etcd, terminate
+from orchestrator.local import procs
+from orchestrator.local.etcd import EtcdServer, start_etcd
 from orchestrator.local.mariadb import MariadbServer, start_mariadb
 from orchestrator.local.ports import free_port
 from topo.alias import check_cell, check_keyspace, shard_names
@@ -32,6 +39,10 @@ from workflows.env import MysqlCredentials, WorkflowEnv
 from workflows.init_shard_primary import InitShardPrimaryOptions, init_shard_primary
 
 STATE_FILE = "cluster.json"
+SERVICE_LOG = "orchestrator.log"
+TARGET_NAME = "target"
+# The migration target's server_id: apart from every tablet's (their uids are 101, 102, ...).
+TARGET_SERVER_ID = 9000
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,8 @@ class ClusterSpec:
     durability: Durability = Durability.NONE
     service: bool = True
     root: str = "/vt"
+    # One more MariaDB server, writable, not a tablet: the downstream of migration tasks.
+    target: bool = False
 
     def __post_init__(self) -> None:
         check_keyspace(self.keyspace)
@@ -78,13 +91,44 @@ class ClusterState:
     tablets: list[TabletProcess] = field(default_factory=list)
     service_pid: int = 0
     api_url: str | None = None
+    target: MariadbServer | None = None
 
     @property
     def etcd_endpoints(self) -> list[str]:
         return self.external_etcd or [e.endpoint for e in self.etcd]
 
     def tablet(self, alias: str) -> TabletProcess:
-        return next(t for t in self.tablets if t.alias == alias)
+        for t in self.tablets:
+            if t.alias == alias:
+                return t
+        raise KeyError(
+            f"no tablet {alias!r} in the local cluster in {self.dir}; tablets: "
+            + ", ".join(t.alias for t in self.tablets)
+        )
+
+    def servers(self) -> list[MariadbServer]:
+        """Every MariaDB server of the cluster: the tablets', then the target."""
+        return [t.server for t in self.tablets] + ([self.target] if self.target else [])
+
+    def service_procs(self) -> list[procs.Proc]:
+        """The orchestrator service(s) of this cluster running now (found by the directory
+        in their environment, so one restarted elsewhere is found too)."""
+        d = str(self.dir)
+        return [
+            p for p in procs.processes()
+            if "serve" in p.argv and procs.environ_of(p.pid).get(procs.LOCAL_DIR_ENV) == d
+        ]  # fmt: skip
+
+    def running(self) -> list[str]:
+        """What runs now, as `name (pid N)` strings (empty when the cluster is stopped)."""
+        out = [f"orchestrator service (pid {p.pid})" for p in self.service_procs()]
+        for srv in self.servers():
+            if srv.refresh():
+                out.append(f"{srv.name} mariadbd (pid {srv.pid})")
+        for e in self.etcd:
+            if e.refresh():
+                out.append(f"{e.name} (pid {e.pid})")
+        return out
 
     def save(self) -> None:
         doc = {
@@ -95,6 +139,7 @@ class ClusterState:
             "tablets": [t.to_json() for t in self.tablets],
             "service_pid": self.service_pid,
             "api_url": self.api_url,
+            "target": self.target.to_json() if self.target else None,
         }  # fmt: skip
         tmp = self.dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2))
@@ -117,6 +162,7 @@ class ClusterState:
             tablets=[TabletProcess.from_json(t) for t in doc["tablets"]],
             service_pid=doc.get("service_pid", 0),
             api_url=doc.get("api_url"),
+            target=MariadbServer.from_json(doc["target"]) if doc.get("target") else None,
         )
 
     def credentials(self) -> MysqlCredentials:
@@ -147,10 +193,12 @@ async def up(
     dir: Path, spec: ClusterSpec, *, etcd_endpoints: Sequence[str] | None = None
 ) -> ClusterState:
     """Start everything, register the topology, run InitShardPrimary on every shard, and start
-    the service if asked. On failure, whatever was started is stopped again."""
+    the service if asked. On failure, whatever was started is stopped again.
+
+    A cluster stopped by `down` in `dir` is started again from its data instead (`resume`)."""
     dir = dir.absolute()
     if (dir / STATE_FILE).exists():
-        raise FileExistsError(f"a local cluster already lives in {dir}: run `local down` first")
+        return await resume(dir, spec)
     dir.mkdir(parents=True, exist_ok=True)
     state = ClusterState(dir=dir, spec=spec, external_etcd=list(etcd_endpoints or []))
     try:
@@ -161,8 +209,98 @@ async def up(
     except BaseException:
         log("start-up failed; stopping what was started")
         await down(dir)
+        _forget(state)
         raise
     return state
+
+
+async def resume(dir: Path, spec: ClusterSpec) -> ClusterState:
+    """Start a stopped cluster again from its data: etcd, every server on its old port, then
+    InitShardPrimary (forced) on each shard's recorded primary, which holds every transaction
+    (servers restart read-only and not replicating), then the service if `spec.service`."""
+    state = ClusterState.load(dir)
+    running = state.running()
+    if running:
+        raise FileExistsError(
+            f"a local cluster already lives in {dir} and runs ({', '.join(running)}): run "
+            "`local down` first, or `local restart` for one of its servers"
+        )
+    if dataclasses.replace(spec, service=True) != dataclasses.replace(state.spec, service=True):
+        raise FileExistsError(
+            f"a stopped local cluster with other options lives in {dir} ({state.spec}): run "
+            "`local up` with its options to start it again, or `local down --purge` first"
+        )
+    state.spec = spec
+    t0 = time.monotonic()
+    log(f"starting the stopped cluster in {dir} again")
+    try:
+        for e in state.etcd:
+            await e.start_again()
+        results = await asyncio.gather(
+            *(srv.start_again() for srv in state.servers()), return_exceptions=True
+        )
+        state.save()
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        log(f"{len(results)} MariaDB servers up again ({time.monotonic() - t0:.2f}s)")
+        await _reinit(state)
+        if spec.service:
+            await start_service(state, port=_old_port(state.api_url))
+    except BaseException:
+        log("start-up failed; stopping what was started")
+        await down(dir)
+        raise
+    return state
+
+
+def _old_port(url: str | None) -> int | None:
+    """The service's previous port, if it is free now (so its URL stays the same)."""
+    if not url:
+        return None
+    import socket
+
+    port = int(url.rsplit(":", 1)[1])
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the service binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return None
+    return port
+
+
+async def _reinit(state: ClusterState) -> None:
+    """After a restart every server is read-only and replicates from nobody: InitShardPrimary
+    (forced) on each shard's primary makes it writable and points the others at it."""
+    store = state.store()
+    env = WorkflowEnv(store, state.credentials())
+    try:
+        for shard in shard_names(state.spec.shards):
+            rec = await store.get_shard(state.spec.keyspace, shard)
+            first = next(t for t in state.tablets if t.shard == shard)
+            primary = rec.primary_alias or first.alias
+            r = await init_shard_primary(
+                env, InitShardPrimaryOptions(state.spec.keyspace, shard, primary, force=True)
+            )
+            log(f"InitShardPrimary {state.spec.keyspace}/{shard}: {r.new_primary} "
+                f"({r.duration_ms} ms)")  # fmt: skip
+    finally:
+        await env.close()
+        await store.close()
+
+
+def _forget(state: ClusterState) -> None:
+    """After a failed first start: remove the state file and the servers' directories, so that
+    the next `up` starts afresh (the logs of the service stay)."""
+    (state.dir / STATE_FILE).unlink(missing_ok=True)
+    for srv in state.servers():
+        shutil.rmtree(srv.base_dir, ignore_errors=True)
+    for alias, *_ in tablet_layout(state.spec):
+        shutil.rmtree(state.dir / alias, ignore_errors=True)
+    shutil.rmtree(state.dir / TARGET_NAME, ignore_errors=True)
+    if not state.external_etcd:
+        shutil.rmtree(state.dir / "etcd", ignore_errors=True)
 
 
 async def _start_processes(state: ClusterState) -> None:
@@ -188,6 +326,14 @@ async def _start_processes(state: ClusterState) -> None:
         if isinstance(r, BaseException):
             raise r
     log(f"{len(state.tablets)} MariaDB servers up ({time.monotonic() - t0:.2f}s)")
+    if state.spec.target:
+        # Same launcher and credentials as the tablets, but writable (a migration writes to it)
+        # and in no topology.
+        state.target = await start_mariadb(
+            state.dir / TARGET_NAME, server_id=TARGET_SERVER_ID, name=TARGET_NAME
+        )
+        state.save()
+        log(f"migration target up at {state.target.address}")
 
 
 async def _register_and_init(state: ClusterState) -> None:
@@ -215,15 +361,16 @@ async def _register_and_init(state: ClusterState) -> None:
         await store.close()
 
 
-async def start_service(state: ClusterState) -> None:
+async def start_service(state: ClusterState, port: int | None = None) -> None:
     """Run `orchestrator serve` for this cluster in the background, logs in the state dir."""
-    port = free_port()
+    port = port or free_port()
     creds = state.credentials()
-    env = {**os.environ, "ORC_MYSQL_USER": creds.user, "ORC_MYSQL_PASSWORD": creds.password}
+    env = {**os.environ, "ORC_MYSQL_USER": creds.user, "ORC_MYSQL_PASSWORD": creds.password,
+           procs.LOCAL_DIR_ENV: str(state.dir)}  # fmt: skip
     args = [sys.executable, "-m", "orchestrator", "serve",
             "--etcd", ",".join(state.etcd_endpoints), "--root", state.spec.root,
             "--listen", f"127.0.0.1:{port}"]  # fmt: skip
-    with open(state.dir / "orchestrator.log", "ab") as logf:
+    with open(state.dir / SERVICE_LOG, "ab") as logf:
         proc = subprocess.Popen(
             args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
@@ -231,7 +378,7 @@ async def start_service(state: ClusterState) -> None:
     state.service_pid = proc.pid
     state.api_url = f"http://127.0.0.1:{port}"
     state.save()
-    await _wait_http(state.api_url + "/readyz", proc, state.dir / "orchestrator.log")
+    await _wait_http(state.api_url + "/readyz", proc, state.dir / SERVICE_LOG)
     log(f"orchestrator service at {state.api_url}")
 
 
@@ -252,24 +399,80 @@ async def _wait_http(url: str, proc: subprocess.Popen[bytes], logfile: Path) -> 
 
 
 async def down(dir: Path) -> list[str]:
-    """Stop everything `up` recorded in `dir`; returns what was stopped. Data stays unless
-    the caller removes the directory."""
-    state = ClusterState.load(dir.absolute())
-    stopped = []
-    if state.service_pid and pid_alive(state.service_pid):
-        await terminate(state.service_pid, 10)
-        stopped.append(f"orchestrator (pid {state.service_pid})")
-    await asyncio.gather(*(t.server.stop() for t in state.tablets))
-    for t in state.tablets:
-        if t.server.is_running():
-            t.server.kill()
-        stopped.append(f"{t.alias} mariadbd (pid {t.server.pid})")
-    for e in state.etcd:
-        if e.is_running():
-            stopped.append(f"{e.name} (pid {e.pid})")
-            await e.stop()
-    (state.dir / STATE_FILE).unlink(missing_ok=True)
+    """Stop what runs now in the cluster in `dir` (whatever started it, and whatever its pid
+    is now); return what was stopped. The data and `cluster.json` stay (`up` starts the
+    cluster again from them); `destroy` removes the directory."""
+    dir = dir.absolute()
+    stopped: list[str] = []
+    state = ClusterState.load(dir) if (dir / STATE_FILE).exists() else None
+    if state is None and not dir.exists():
+        raise FileNotFoundError(f"no local cluster in {dir} ({STATE_FILE} not found)")
+    if state is not None:
+        services = state.service_procs()
+        await procs.stop_pids([p.pid for p in services], 10)
+        stopped += [f"orchestrator service (pid {p.pid})" for p in services]
+        servers = [srv for srv in state.servers() if srv.refresh()]
+        await asyncio.gather(*(srv.stop() for srv in servers))
+        for srv in servers:
+            srv.kill()  # if it outlived its stop timeout
+            stopped.append(f"{srv.name} mariadbd (pid {srv.pid})")
+        for e in state.etcd:
+            if e.refresh():
+                stopped.append(f"{e.name} (pid {e.pid})")
+                await e.stop()
+        state.service_pid = 0
+        state.save()
+    # Anything else still using the directory: a server from a start-up that never got into
+    # cluster.json, or one whose directory was renamed under it.
+    strays = [
+        p for p in procs.using_dir(dir)
+        if p.name in ("mariadbd", "mysqld", "etcd") or procs.LOCAL_DIR_ENV in
+        procs.environ_of(p.pid)
+    ]  # fmt: skip
+    await procs.stop_pids([p.pid for p in strays], 10)
+    stopped += [f"{p.describe()}, not recorded in {STATE_FILE}" for p in strays]
     return stopped
+
+
+# -- drills: one server or the service ------------------------------------------------------
+
+
+async def stop_server(srv: MariadbServer, *, kill: bool = False) -> str:
+    """Stop (SIGTERM, clean shutdown) or kill (SIGKILL, as a crash) one server running now."""
+    if not srv.refresh():
+        return f"{srv.name} mariadbd was not running"
+    pid = srv.pid
+    if kill:
+        srv.kill()
+        return f"killed {srv.name} mariadbd (pid {pid})"
+    await srv.stop()
+    return f"stopped {srv.name} mariadbd (pid {pid})"
+
+
+async def restart_server(state: ClusterState, srv: MariadbServer) -> str:
+    """Stop the server if it runs, start it again on its datadir and port (read-only and not
+    replicating, as after any restart: the health checks bring a tablet back)."""
+    was = f" (was pid {srv.pid})" if srv.refresh() else " (was not running)"
+    await srv.stop()
+    await srv.start_again()
+    state.save()
+    return f"started {srv.name} mariadbd again: pid {srv.pid}{was}"
+
+
+async def stop_service(state: ClusterState, *, kill: bool = False) -> str:
+    found = state.service_procs()
+    if not found:
+        return "the orchestrator service was not running"
+    await procs.stop_pids([p.pid for p in found], 10, kill=kill)
+    what = ", ".join(str(p.pid) for p in found)
+    return f"{'killed' if kill else 'stopped'} the orchestrator service (pid {what})"
+
+
+async def restart_service(state: ClusterState) -> str:
+    """Stop the service if it runs and start it again, on the same port when it had one."""
+    was = await stop_service(state)
+    await start_service(state, port=_old_port(state.api_url))
+    return f"started the orchestrator service again: pid {state.service_pid} ({was})"
 
 
 def destroy(dir: Path) -> None:
@@ -286,6 +489,7 @@ async def describe(state: ClusterState) -> dict[str, Any]:
     finally:
         await store.close()
     creds = state.credentials()
+    target = state.target
     return {
         "dir": str(state.dir),
         "etcd_endpoints": state.etcd_endpoints,
@@ -302,10 +506,12 @@ async def describe(state: ClusterState) -> dict[str, Any]:
                 "type": tablets[t.alias].type.value if t.alias in tablets else None,
                 "mysql_host": t.server.host,
                 "mysql_port": t.server.port,
-                "mysqld_pid": t.server.pid if t.server.is_running() else None,
+                "mysqld_pid": t.server.running_pid() or None,
             }
             for t in state.tablets
         ],
+        # The migration downstream (`up --target`): same credentials, writable, no tablet.
+        "target": {"mysql_host": target.host, "mysql_port": target.port} if target else None,
     }
 
 

@@ -43,6 +43,15 @@ class EtcdServer:
     def is_running(self) -> bool:
         return pid_alive(self.pid)
 
+    def refresh(self) -> bool:
+        """Point ``pid`` at the member running now on this data dir (found in /proc, so a
+        member restarted by another process is found too); True if one runs."""
+        from orchestrator.local import procs
+
+        found = procs.with_arg("--data-dir", str(self.data_dir))
+        self.pid = found[0].pid if found else 0
+        return self.pid != 0
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         kill_and_reap(self.pid, signal.SIGKILL)

@@ -130,6 +130,29 @@ class MariadbServer:
             return self._process.poll() is None
         return _pid_is_our_server(self.pid, self.config_file)
 
+    def running_pid(self) -> int:
+        """The pid of this server's mariadbd running now (0 if none), found from its pid file or,
+        while it starts or after the file was lost, from its ``--defaults-file`` in /proc: not
+        the pid recorded when it was started, which a restart elsewhere has made stale."""
+        if self._process is not None and self._process.poll() is None:
+            return self.pid
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_file.read_text().split()[0])
+            if _pid_is_our_server(pid, self.config_file):
+                return pid
+        from orchestrator.local import procs
+
+        found = procs.with_arg(f"--defaults-file={self.config_file}")
+        return found[0].pid if found else 0
+
+    def refresh(self) -> bool:
+        """Point ``pid`` at the process running now (another process may have restarted the
+        server); True if one runs."""
+        pid = self.running_pid()
+        if pid and pid != self.pid:
+            self.pid, self._process = pid, None
+        return pid != 0
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Clean shutdown (SIGTERM); SIGKILL if it has not exited after ``timeout`` seconds."""
         if not self.is_running():
