@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,11 +25,13 @@ from typing import Any
 import pytest
 
 from mysqlctl.client import MysqlClient, MysqlParams, ServerStatus
+from mysqlctl.errors import MysqlServerError, MysqlTimeoutError, MysqlUnreachableError
 from orchestrator.local import cluster
 from orchestrator.local.cluster import ClusterSpec, ClusterState
 from orchestrator.local.etcd import EtcdServer
 from orchestrator.local.mariadb import MariadbServer
 from topo.alias import shard_names
+from topo.errors import TopoError
 from topo.records import Durability, Tablet, TabletType
 from topo.store import TopoStore
 from workflows.env import WorkflowEnv, WorkflowSettings
@@ -135,11 +138,22 @@ class Shard:
         return (await self.store.get_shard(self.keyspace, self.shard)).primary_alias
 
     async def statuses(self) -> dict[str, ServerStatus | BaseException]:
+        """Every running server's status (or the error reading it), by alias."""
         running = [a for a in self.aliases if self.server(a).is_running()]
         results = await asyncio.gather(
             *(self.admin(a).status(timeout=3) for a in running), return_exceptions=True
         )
         return dict(zip(running, results, strict=True))
+
+    async def writable(self) -> list[str]:
+        """The running servers that take writes (sorted). A running server whose state cannot
+        be read is not assumed read-only: AssertionError naming it (its state is unknown)."""
+        statuses = await self.statuses()
+        unknown = {a: s for a, s in statuses.items() if isinstance(s, BaseException)}
+        assert not unknown, f"running servers whose read_only is unknown: {unknown}"
+        return sorted(
+            a for a, s in statuses.items() if isinstance(s, ServerStatus) and not s.read_only
+        )
 
     async def create_test_table(self) -> None:
         primary = await self.primary_alias()
@@ -150,9 +164,12 @@ class Shard:
         )
 
     async def check_invariants(self, *, wait_s: float = 10.0) -> str:
-        """At most one writable primary; topology agrees with MySQL: the Shard's primary is the
-        writable one, typed primary, and every running replica replicates from it. Retries
-        until `wait_s` (replication takes a moment to connect). Returns the primary alias."""
+        """Exactly one writable server, the primary the Shard record names, typed primary;
+        every other running tablet (spare and drained too) read-only and not typed primary;
+        every running replica or rdonly replicates from the primary with both threads running
+        (a spare or drained tablet that replicates does so from the primary). A running server
+        whose state cannot be read is a failure, never counted as read-only. Retries until
+        `wait_s` (replication takes a moment to connect). Returns the primary alias."""
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -164,24 +181,34 @@ class Shard:
 
     async def _invariants_once(self) -> str:
         statuses = await self.statuses()
-        writable = [
-            a for a, s in statuses.items() if isinstance(s, ServerStatus) and not s.read_only
-        ]
-        assert len(writable) <= 1, f"more than one writable server: {writable}"
+        unknown = {a: repr(s) for a, s in statuses.items() if isinstance(s, BaseException)}
+        assert not unknown, f"running servers whose state is unknown: {unknown}"
+        known = {a: s for a, s in statuses.items() if isinstance(s, ServerStatus)}
+        writable = sorted(a for a, s in known.items() if not s.read_only)
         primary = await self.primary_alias()
-        assert writable == [primary], f"writable {writable}, topology says primary {primary}"
-        assert primary is not None
+        assert primary is not None, f"the Shard record names no primary; writable: {writable}"
+        assert writable == [primary], (
+            f"want exactly one writable server, the Shard record's primary {primary}; "
+            f"writable: {writable}"
+        )
         tablets = {t.alias: t for t in await self.store.list_tablets(keyspace=self.keyspace)}
-        assert tablets[primary].type == TabletType.PRIMARY
+        assert tablets[primary].type == TabletType.PRIMARY, (
+            f"{primary} is typed {tablets[primary].type}"
+        )
         p = self.server(primary)
-        for alias, s in statuses.items():
-            if alias == primary or not isinstance(s, ServerStatus):
+        for alias, s in known.items():
+            if alias == primary:
                 continue
             t = tablets[alias]
-            if t.type in (TabletType.SPARE, TabletType.DRAINED):
-                continue
             assert t.type != TabletType.PRIMARY, f"{alias} typed primary besides {primary}"
             r = s.replication
+            if t.type in (TabletType.SPARE, TabletType.DRAINED):
+                if r is not None and (r.io_running or r.sql_running):
+                    assert (r.source_host, r.source_port) == (p.host, p.port), (
+                        f"{t.type} {alias} replicates from {r.source_host}:{r.source_port}, "
+                        f"not the primary {primary}"
+                    )
+                continue
             assert r is not None, f"{alias} is not replicating"
             assert (r.source_host, r.source_port) == (p.host, p.port), (
                 f"{alias} replicates from {r.source_host}:{r.source_port}, not {primary}"
@@ -199,6 +226,8 @@ class Shard:
         await self.env.close()
         await self.store.close()
 
+
+ER_OPTION_PREVENTS_STATEMENT = 1290  # a write refused by read_only
 
 ShardFactory = Callable[..., Awaitable[Shard]]
 ShardsFactory = Callable[..., Awaitable[list[Shard]]]
@@ -293,14 +322,34 @@ async def shards_factory(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterat
         await clusters.close()
 
 
+def error_kind(e: BaseException) -> str:
+    """Why one application write failed, as a short kind a test can allow or not:
+    ``read_only`` (refused by the fence, MySQL error 1290), ``unreachable`` (refused, lost or
+    no handshake), ``timeout`` (no answer in time, e.g. a semi-sync commit waiting for an ACK),
+    ``topo`` (the serving graph could not be read), ``mysql-<code>`` (any other server error,
+    e.g. ``mysql-1062``: a duplicate id) or the exception's class name."""
+    if isinstance(e, MysqlServerError):
+        return "read_only" if e.code == ER_OPTION_PREVENTS_STATEMENT else f"mysql-{e.code}"
+    if isinstance(e, MysqlUnreachableError):
+        return "unreachable"
+    if isinstance(e, MysqlTimeoutError | TimeoutError):
+        return "timeout"
+    if isinstance(e, TopoError):
+        return "topo"
+    return type(e).__name__
+
+
 @dataclass
 class Writer:
     """Inserts numbered rows into test.acked on whatever the serving graph names as primary,
-    as an application would, and remembers every id the server acknowledged."""
+    as an application would, and remembers every id the server acknowledged, and why each
+    failed write failed (`error_kinds`, `check_errors`)."""
 
     shard: Shard
     acked: list[tuple[int, float]] = field(default_factory=list)
     errors: int = 0
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    error_samples: dict[str, str] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _next_id: int = 1
@@ -335,11 +384,25 @@ class Writer:
                     "INSERT INTO test.acked (id, t) VALUES (%s, %s)", (row_id, time.time())
                 )
                 self.acked.append((row_id, time.monotonic()))
-            except Exception:
-                self.errors += 1
+            except Exception as e:
+                self._record_error(e)
                 await asyncio.sleep(0.005)
         if client is not None:
             await client.close()
+
+    def _record_error(self, e: BaseException) -> None:
+        kind = error_kind(e)
+        self.errors += 1
+        self.error_kinds[kind] += 1
+        self.error_samples.setdefault(kind, f"{type(e).__name__}: {e}"[:300])
+
+    def check_errors(self, *allowed: str) -> None:
+        """AssertionError if a write failed for a reason not in `allowed` (see `error_kind`)."""
+        unexpected = {k: n for k, n in self.error_kinds.items() if k not in allowed}
+        assert not unexpected, (
+            f"writes failed for unexpected reasons {unexpected} (allowed: {sorted(allowed)}); "
+            f"e.g. {[self.error_samples[k] for k in unexpected]}"
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -365,7 +428,16 @@ class Writer:
         async def enough() -> bool:
             return len(self.acked) >= target
 
-        await eventually(enough, timeout, f"{n} acknowledged writes", every=0.005)
+        try:
+            await eventually(enough, timeout, f"{n} acknowledged writes", every=0.005)
+        except AssertionError as e:
+            raise AssertionError(
+                f"{e}: {len(self.acked)} acknowledged, failures {dict(self.error_kinds)}"
+            ) from None
+
+    async def wait_total(self, n: int, timeout: float = 15) -> None:
+        """Until at least `n` rows in all have been acknowledged (the writer is running)."""
+        await self.wait_acked(n - len(self.acked), timeout)
 
     @property
     def ids(self) -> list[int]:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -20,11 +19,15 @@ from orchestrator.local import cluster
 from orchestrator.local.cluster import ClusterSpec
 from orchestrator.local.etcd import EtcdServer, start_etcd
 from tests.fixtures_cluster import Shard, Writer
+from tests.helpers.split_brain import SplitBrainWatcher
 from topo.errors import LockLostError, TopoError
 from workflows.env import WorkflowEnv
 from workflows.planned_reparent import PlannedReparentOptions, planned_reparent_shard
 
 pytestmark = pytest.mark.slow
+
+# Acknowledged application writes required before the fault and again after convergence.
+MIN_WRITES = 20
 
 
 @pytest.fixture
@@ -65,7 +68,6 @@ async def test_prs_completes_when_the_etcd_member_in_use_dies(
     await ha_shard.create_test_table()
     writer = Writer(ha_shard)
     writer.start()
-    await asyncio.sleep(0.3)
     killed: list[str] = []
 
     async def kill_current_member() -> None:
@@ -74,16 +76,24 @@ async def test_prs_completes_when_the_etcd_member_in_use_dies(
         killed.append(victim.name)
 
     env = ha_shard.with_faults(prs_after_demote=kill_current_member)
-    start = time.monotonic()
-    result = await planned_reparent_shard(
-        env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
-    )
-    print(
-        f"PRS with etcd member {killed[0]} killed mid-way: {(time.monotonic() - start) * 1000:.0f} ms"
-    )
-    assert result.new_primary == "zone1-102" and killed
-    await asyncio.sleep(0.3)
-    await writer.stop()
+    try:
+        await writer.wait_acked(MIN_WRITES)
+        async with SplitBrainWatcher(ha_shard):
+            start = time.monotonic()
+            result = await planned_reparent_shard(
+                env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
+            )
+            took_ms = (time.monotonic() - start) * 1000
+            assert result.new_primary == "zone1-102" and killed
+            assert await ha_shard.check_invariants() == "zone1-102"
+            await writer.wait_acked(MIN_WRITES)  # the application writes on the new primary
+    finally:
+        await writer.stop()
+    print(f"PRS with etcd member {killed[0]} killed mid-way: {took_ms:.0f} ms; "
+          f"{len(writer.acked)} writes acknowledged, failures {dict(writer.error_kinds)}")  # fmt: skip
+    # Refused by the demoted primary until the serving graph names the new one; a read of the
+    # graph may fail while the store moves to another member.
+    writer.check_errors("read_only", "topo")
     assert await ha_shard.check_invariants() == "zone1-102"
     assert await writer.missing_on("zone1-102") == []
 
@@ -94,7 +104,6 @@ async def test_prs_with_etcd_unreachable_fails_cleanly_and_rerun_converges(
     await ha_shard.create_test_table()
     writer = Writer(ha_shard)
     writer.start()
-    await asyncio.sleep(0.3)
 
     async def freeze_etcd() -> None:
         for m in etcd_cluster:
@@ -102,24 +111,35 @@ async def test_prs_with_etcd_unreachable_fails_cleanly_and_rerun_converges(
 
     env = ha_shard.with_faults(prs_after_demote=freeze_etcd)
     try:
-        with pytest.raises((TopoError, LockLostError)):
-            await planned_reparent_shard(
-                env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
+        await writer.wait_acked(MIN_WRITES)
+        acked_before = len(writer.acked)
+        async with SplitBrainWatcher(ha_shard) as watch:
+            try:
+                with pytest.raises((TopoError, LockLostError)):
+                    await planned_reparent_shard(
+                        env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
+                    )
+                # MySQL on its own, while etcd is away: exactly one writable server (every
+                # running server answers: none is counted read-only for want of an answer).
+                writable = await ha_shard.writable()
+                print(f"while etcd was frozen, writable servers: {writable}")
+                assert len(writable) == 1, f"writable while etcd is frozen: {writable}"
+            finally:
+                for m in etcd_cluster:
+                    with_cont(m)
+            # etcd is back: rerunning the same command converges (after the dead lock's lease
+            # expires).
+            rerun = await planned_reparent_shard(
+                ha_shard.env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
             )
-        # MySQL on its own: never two writable servers while etcd is away.
-        statuses = await ha_shard.statuses()
-        writable = [a for a, s in statuses.items() if not getattr(s, "read_only", True)]
-        print(f"while etcd was frozen, writable servers: {writable}")
-        assert len(writable) <= 1
+            assert rerun.new_primary == "zone1-102"
+            assert await ha_shard.check_invariants() == "zone1-102"
+            await writer.wait_acked(MIN_WRITES)  # the application writes on the new primary
     finally:
-        for m in etcd_cluster:
-            with_cont(m)
-    # etcd is back: rerunning the same command converges (after the dead lock's lease expires).
-    rerun = await planned_reparent_shard(
-        ha_shard.env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
-    )
-    assert rerun.new_primary == "zone1-102"
-    await asyncio.sleep(0.5)
-    await writer.stop()
+        await writer.stop()
+    print(f"{watch.summary()}; {len(writer.acked)} writes acknowledged "
+          f"({acked_before} before the fault), failures {dict(writer.error_kinds)}")  # fmt: skip
+    # Refused by the demoted primary; the serving graph unreadable while etcd is frozen.
+    writer.check_errors("read_only", "topo")
     assert await ha_shard.check_invariants() == "zone1-102"
     assert await writer.missing_on("zone1-102") == []
