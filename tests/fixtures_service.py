@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,18 +22,42 @@ class RunningService:
     service: Service
     task: asyncio.Task[None]
     url: str
+    stopped: bool = False
+
+    def check_alive(self) -> None:
+        """AssertionError, with the service's traceback, if it ended on its own."""
+        if self.task.done() and not self.stopped:
+            raise AssertionError(f"the service died during the test:\n{_outcome(self.task)}")
 
     async def stop(self) -> None:
-        """Cancel the service and wait for its structured shutdown; a shutdown that hangs is a
-        bug, reported with the stacks of every task instead of a silent test timeout."""
+        """Cancel the service and wait for its structured shutdown. A service that had already
+        died on its own, or whose shutdown raised, fails the test with its traceback; a shutdown
+        that hangs is a bug too, reported with the stacks of every task instead of a silent
+        test timeout. Stopping twice is a no-op."""
+        if self.stopped:
+            return
+        died = self.task.done()
+        self.stopped = True
+        if died:
+            raise AssertionError(f"the service died during the test:\n{_outcome(self.task)}")
         self.task.cancel()
         done, _ = await asyncio.wait({self.task}, timeout=20)
         if not done:
             for t in asyncio.all_tasks():
                 t.print_stack(file=sys.stderr)
             raise AssertionError("the service did not shut down within 20 s of cancellation")
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            self.task.result()
+        if not self.task.cancelled() and self.task.exception() is not None:
+            raise AssertionError(f"the service's shutdown raised:\n{_outcome(self.task)}")
+
+
+def _outcome(task: asyncio.Task[None]) -> str:
+    """How a finished service task ended: its traceback, or why there is none."""
+    if task.cancelled():
+        return "cancelled (by something other than the test)"
+    exc = task.exception()
+    if exc is None:
+        return "returned without being cancelled"
+    return "".join(traceback.format_exception(exc))
 
 
 def settings_for(shard: Shard, **overrides: Any) -> Settings:
@@ -77,8 +101,14 @@ async def service_factory() -> AsyncIterator[ServiceFactory]:
     try:
         yield make
     finally:
-        for rs in running:
-            await rs.stop()
+        failures = []
+        for rs in running:  # every one is stopped, even when an earlier one failed
+            try:
+                await rs.stop()
+            except AssertionError as e:
+                failures.append(str(e))
+        if failures:
+            raise AssertionError("\n".join(failures))
 
 
 @pytest.fixture
