@@ -617,7 +617,7 @@ class MysqlClient:
                 f"{self.address}: no answer within {limit:g}s", address=self.address
             ) from None
         except pymysql.err.Error as exc:
-            error = _translate(exc, self.address)
+            error = translate_error(exc, self.address)
             if isinstance(error, MysqlUnreachableError):
                 self._drop(conn)
             raise error from exc
@@ -682,7 +682,7 @@ class MysqlClient:
             ) from None
         except pymysql.err.Error as exc:
             conn.close()
-            raise _translate(exc, self.address, connecting=True) from exc
+            raise translate_error(exc, self.address, connecting=True) from exc
         except OSError as exc:
             conn.close()
             raise MysqlUnreachableError(
@@ -738,7 +738,9 @@ def _code(exc: BaseException) -> int | None:
     return None
 
 
-def _translate(exc: pymysql.err.Error, address: str, *, connecting: bool = False) -> MysqlError:
+def translate_error(
+    exc: pymysql.err.Error, address: str, *, connecting: bool = False
+) -> MysqlError:
     """Map a driver error to our hierarchy: lost or refused connections are "unreachable",
     everything the server said is a :class:`MysqlServerError` with its code."""
     code = _code(exc)

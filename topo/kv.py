@@ -8,6 +8,7 @@ This is the one place that talks to aetcd. Its contract, which the record store 
 - Any write may carry a `Fence` (the shard lock key and the create_revision our lock got). The
   transaction then also requires that exact lock key to still exist, so a holder whose lease
   expired, or whose lock was force-removed and re-taken, cannot write (`LockLostError`).
+- `put` is the one write without a compare, for records that only one writer ever writes.
 - Every call finishes within `op_timeout` or raises `TopoUnavailableError`.
 """
 
@@ -218,6 +219,12 @@ class EtcdKV:
             return [t.mod(key.encode()) == expected_revision]
 
         await self._txn(key, None, compare, fence=fence, expected=expected_revision)
+
+    async def put(self, key: str, value: bytes, *, lease: int | None = None) -> int:
+        """Write `key` whatever it holds (no compare): only for records with a single writer,
+        such as a worker's own status report. Returns the new mod_revision."""
+        res = await self.call(lambda c: c.put(key.encode(), value, lease=lease), what=f"put {key}")
+        return int(res.header.revision)
 
     async def delete_prefix(self, prefix: str) -> int:
         res = await self.call(lambda c: c.delete_prefix(prefix.encode()), what=f"delete {prefix}")

@@ -1,22 +1,13 @@
-"""Named fault points, so tests can kill a workflow at an exact step and check that a rerun or a
-repair converges.
-
-In production a fault point costs a set lookup. With `ORC_FAULT_POINTS=prs.after_demote` in the
-environment, the process SIGKILLs itself when it reaches that point, as a crash would (no
-cleanup, no lock release, no finally blocks). Tests running a workflow in-process may instead
-register a hook: a coroutine run at that point (to stop a replica's SQL thread at the worst
-moment, say), which exercises the same code path without a mock in sight.
-"""
+"""The reparent workflows' named fault points (the mechanism is `topo.faults`)."""
 
 from __future__ import annotations
 
-import os
-import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
-ENV_VAR = "ORC_FAULT_POINTS"
+from topo import faults
+from topo.faults import ENV_VAR, Hook
 
-Hook = Callable[[], Awaitable[None]]
+__all__ = ["ENV_VAR", "KNOWN_POINTS", "FaultPoints", "Hook"]
 
 KNOWN_POINTS = frozenset(
     {
@@ -36,24 +27,10 @@ KNOWN_POINTS = frozenset(
 )
 
 
-class FaultPoints:
-    """Where a workflow may be killed or interfered with, by name."""
+class FaultPoints(faults.FaultPoints):
+    """Fault points of the reparent workflows."""
 
     def __init__(
         self, *, kill_at: frozenset[str] | None = None, hooks: Mapping[str, Hook] | None = None
     ) -> None:
-        if kill_at is None:
-            raw = os.environ.get(ENV_VAR, "")
-            kill_at = frozenset(p.strip() for p in raw.split(",") if p.strip())
-        unknown = (kill_at | frozenset(hooks or {})) - KNOWN_POINTS
-        if unknown:
-            raise ValueError(f"unknown fault points: {', '.join(sorted(unknown))}")
-        self.kill_at = kill_at
-        self.hooks = dict(hooks or {})
-
-    async def hit(self, name: str) -> None:
-        if name in self.kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        hook = self.hooks.get(name)
-        if hook is not None:
-            await hook()
+        super().__init__(KNOWN_POINTS, kill_at=kill_at, hooks=hooks)

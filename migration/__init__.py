@@ -1,0 +1,1 @@
+"""DM-style data migration (see migration/README in the package docstring)."""

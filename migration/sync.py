@@ -1,0 +1,335 @@
+"""The sync unit: apply a source's binlog to the target, whole transactions in batches.
+
+Steps:
+
+1. Check that the server we are about to read holds everything the target already has from
+   this source (its GTID position contains our checkpoint); otherwise pause with a divergence
+   error naming the GTIDs, because the shard lost transactions the target kept.
+2. Stream the binlog from the checkpoint position (`migration.binlog`, in a thread).
+3. Gather whole transactions into a batch (up to `syncer.batch` rows, never splitting a
+   transaction, never mixing in a DDL) and apply it in ONE downstream transaction that first
+   fences and moves our checkpoint row: a crash loses or repeats nothing.
+4. Safe mode (idempotent statements) while the position has not yet passed the checkpoint's
+   `safe_mode_until` (the load's exit point), or always if the task asks for it.
+5. A DDL on a table of its own is rewritten to the target's names and run; one on a merged
+   table pauses the subtask until shard-mode coordination handles it.
+6. When `switch` is set (the source shard's tablets changed), finish the batch at hand and
+   return at a transaction boundary; the caller resumes on the new server from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+from migration.binlog import BinlogReader, Heartbeat, reader_server_id
+from migration.checkpoint import Checkpoint
+from migration.conflicts import key_conflict
+from migration.context import SubtaskContext
+from migration.ddl import ALREADY_APPLIED_CODES, UnparsedDdl, parse_ddl
+from migration.errors import (
+    DdlNeedsCoordinationError,
+    DivergenceError,
+    UnsupportedDdlError,
+)
+from migration.rows import DdlChange, RowChange, Transaction, change_statements
+from migration.schema import table_info
+from migration.sources import SourceServer
+from migration.spec import SYSTEM_SCHEMAS, TaskSpec
+from mysqlctl.errors import MysqlServerError
+from mysqlctl.flavor import detect_flavor
+from mysqlctl.gtid import MariadbGtidSet, MysqlGtidSet, Position
+from mysqlctl.session import Session
+
+DUPLICATE_KEY = 1062
+
+
+def parse_gtids(flavor: str, text: str) -> Position:
+    return MariadbGtidSet.parse(text) if flavor == "MariaDB" else MysqlGtidSet.parse(text)
+
+
+async def server_position(s: Session) -> tuple[str, str]:
+    """(flavor name, the GTID position of everything in the server's binlog)."""
+    version = str((await s.fetch_rows("SELECT @@GLOBAL.version"))[0][0])
+    flavor = detect_flavor(version).name
+    sql = (
+        "SELECT @@GLOBAL.gtid_binlog_pos"
+        if flavor == "MariaDB"
+        else "SELECT @@GLOBAL.gtid_executed"
+    )
+    value = (await s.fetch_rows(sql))[0][0]
+    return flavor, (value.decode() if isinstance(value, bytes) else str(value or "")).replace(
+        "\n", ""
+    )
+
+
+class Syncer:
+    """One run of the sync unit against one source server (see the module docstring)."""
+
+    def __init__(self, ctx: SubtaskContext, target: Session, server: SourceServer) -> None:
+        self.ctx = ctx
+        self.target = target
+        self.server = server
+        self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.applied_rows = 0
+        self.last_ts = 0
+        self.flavor = "MariaDB"
+        # A DDL met while gathering a batch: applied right after that batch.
+        self._pending_ddl: Transaction | None = None
+        self._started = time.monotonic()
+
+    async def run(self, cp: Checkpoint, switch: asyncio.Event) -> Checkpoint:
+        ctx = self.ctx
+        ctx.report(unit="Sync", source_address=self.server.address)
+        # 1. divergence
+        async with await ctx.server_session(self.server.host, self.server.port) as s:
+            flavor, have = await server_position(s)
+        self.flavor = flavor
+        self._check_contains(cp.gtid, have)
+        # 2. stream
+        reader = BinlogReader(
+            ctx.creds.params(self.server.host, self.server.port),
+            flavor=flavor, start=cp.gtid,
+            server_id=reader_server_id(ctx.spec.name, ctx.source_id, ctx.epoch),
+            route=self._route, ignored_schemas=[*SYSTEM_SCHEMAS, ctx.spec.meta_schema],
+        )  # fmt: skip
+        reader.start()
+        ctx.log.info("sync started", server=self.server.describe(), gtid=cp.gtid,
+                     safe_mode_until=cp.safe_mode_until)  # fmt: skip
+        replaying = True
+        try:
+            while not switch.is_set():
+                item = await _first(reader.next(), switch)
+                if item is None:
+                    break
+                if isinstance(item, Heartbeat):
+                    self._report(cp, caught_up=True)
+                    continue
+                batch = self._gather(item, reader, cp)
+                cp = await self._apply(cp, batch, replaying=replaying)
+                replaying = False
+                self._report(cp, caught_up=False)
+        finally:
+            await reader.stop()
+        return cp
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _check_contains(self, checkpoint: str, have: str) -> None:
+        if not checkpoint:
+            return
+        want = parse_gtids(self.flavor, checkpoint)
+        got = parse_gtids(self.flavor, have)
+        if not got.contains(want):
+            missing = want.difference(got)
+            raise DivergenceError(
+                f"{self.server.describe()} lacks transactions the target already has from "
+                f"{self.ctx.source_id}: checkpoint {checkpoint}, server has {have or '(nothing)'}"
+                f", missing {missing.body()} (the shard lost them, e.g. in a failover); resuming "
+                "here would keep rows downstream that the source no longer has",
+                checkpoint=checkpoint,
+                server_position=have,
+            )
+
+    def _route(self, db: str, table: str) -> tuple[str, str] | None:
+        return self.ctx.spec.route(db, table) if self.ctx.spec.allows(db, table) else None
+
+    def _safe(self, cp: Checkpoint) -> bool:
+        if self.ctx.spec.safe_mode:
+            return True
+        if not cp.safe_mode_until:
+            return False
+        return not _contains(self.flavor, cp.gtid, cp.safe_mode_until)
+
+    def _gather(
+        self, first: Transaction, reader: BinlogReader, cp: Checkpoint
+    ) -> list[Transaction]:
+        """Whole transactions available now, up to the batch size; a DDL goes alone, and a
+        batch ends where safe mode does."""
+        batch = [first]
+        if first.is_ddl:
+            return batch
+        rows = first.rows
+        safe = self._safe(cp)
+        while rows < self.ctx.spec.batch_rows:
+            if safe and _contains(self.flavor, batch[-1].position, cp.safe_mode_until):
+                break
+            nxt = reader.next_nowait()
+            if nxt is None:
+                break
+            if isinstance(nxt, Heartbeat):
+                continue
+            if nxt.is_ddl:
+                # Applied on its own, right after this batch.
+                self._pending_ddl = nxt
+                break
+            batch.append(nxt)
+            rows += nxt.rows
+        return batch
+
+    async def _apply(
+        self, cp: Checkpoint, batch: list[Transaction], *, replaying: bool
+    ) -> Checkpoint:
+        pending, self._pending_ddl = self._pending_ddl, None
+        if batch[0].is_ddl:
+            cp = await self._apply_ddl(cp, batch[0], replaying=replaying or self._safe(cp))
+        else:
+            cp = await self._apply_rows(cp, batch)
+        if pending is not None:
+            cp = await self._apply_ddl(cp, pending, replaying=self._safe(cp))
+        return cp
+
+    async def _apply_rows(self, cp: Checkpoint, batch: list[Transaction]) -> Checkpoint:
+        ctx, t = self.ctx, self.target
+        safe = self._safe(cp)
+        changes = [c for txn in batch for c in txn.changes if isinstance(c, RowChange)]
+        keys = {(c.target_db, c.target_table) for c in changes}
+        for k in keys - self._keys.keys():
+            self._keys[k] = (await table_info(t, *k)).key
+        statements = change_statements(t.escape, changes, lambda db, tb: self._keys[(db, tb)],
+                                       safe_mode=safe)  # fmt: skip
+        await t.begin()
+        try:
+            new_cp = await ctx.checkpoints.fence(t, cp, gtid=batch[-1].position)
+            half = len(statements) // 2
+            for i, (sql, change) in enumerate(statements):
+                if i == half:
+                    await ctx.faults.hit("sync.mid_batch")
+                try:
+                    await t.execute(sql, timeout=120)
+                except MysqlServerError as e:
+                    if e.code == DUPLICATE_KEY and change.kind == "insert":
+                        raise await self._conflict(change, str(e)) from e
+                    raise
+            await ctx.faults.hit("sync.before_checkpoint")
+            await t.commit()
+        except BaseException:
+            await t.rollback()
+            raise
+        await ctx.faults.hit("sync.after_batch")
+        self.applied_rows += sum(txn.rows for txn in batch)
+        self.last_ts = batch[-1].timestamp
+        return new_cp
+
+    async def _conflict(self, change: RowChange, detail: str) -> Exception:
+        await self.target.rollback()
+        key = self._keys[(change.target_db, change.target_table)]
+        positions = [change.columns.index(c) for c in key]
+        keys = [tuple(r[i] for i in positions) for r in change.rows]
+        return await key_conflict(self.ctx, self.target, change.target_db, change.target_table,
+                                  key, keys, detail)  # fmt: skip
+
+    async def _apply_ddl(self, cp: Checkpoint, txn: Transaction, *, replaying: bool) -> Checkpoint:
+        ctx, t = self.ctx, self.target
+        for change in txn.changes:
+            assert isinstance(change, DdlChange)
+            sql = self._ddl_for_target(change)
+            if sql is None:
+                continue
+            try:
+                await t.execute(sql, timeout=3600)
+            except MysqlServerError as e:
+                if not (replaying and e.code in ALREADY_APPLIED_CODES):
+                    raise
+                ctx.log.info("DDL already applied downstream (replay)", ddl=sql, code=e.code)
+            self._keys.clear()
+            ctx.log.info("DDL applied", ddl=sql, gtid=txn.gtid)
+        await t.begin()
+        try:
+            cp = await ctx.checkpoints.fence(t, cp, gtid=txn.position)
+            await t.commit()
+        except BaseException:
+            await t.rollback()
+            raise
+        self.last_ts = txn.timestamp
+        return cp
+
+    def _ddl_for_target(self, change: DdlChange) -> str | None:
+        """The DDL to run downstream, or None when it concerns nothing this task moves."""
+        spec = self.ctx.spec
+        try:
+            parsed = parse_ddl(change.query, change.schema)
+        except UnparsedDdl as e:
+            if change.schema and _db_allowed(spec, change.schema):
+                raise UnsupportedDdlError(f"{self.ctx.source_id}: {e}") from None
+            return None
+        if parsed is None:
+            return None
+        if parsed.is_table:
+            if not spec.allows(parsed.db, parsed.table):
+                return None
+            tdb, ttable = spec.route(parsed.db, parsed.table)
+            if self.ctx.is_merged(tdb, ttable):
+                raise DdlNeedsCoordinationError(
+                    f"DDL on {parsed.db}.{parsed.table} from {self.ctx.source_id} reaches merged "
+                    f"table {tdb}.{ttable}; it needs shard-mode coordination (sharding DDL "
+                    f"locks), so this subtask is paused: {change.query[:300]}"
+                )
+            return parsed.for_target(tdb, ttable)
+        if not _db_allowed(spec, parsed.db):
+            return None
+        target_db = spec.route_schema(parsed.db)
+        if parsed.verb == "DROP" and target_db != parsed.db:
+            raise DdlNeedsCoordinationError(
+                f"DROP DATABASE {parsed.db} from {self.ctx.source_id} would drop {target_db}, "
+                "which other upstream schemas are routed to; paused for coordination"
+            )
+        return parsed.for_target(target_db)
+
+    def _report(self, cp: Checkpoint, *, caught_up: bool) -> None:
+        ctx = self.ctx
+        behind = 0.0 if caught_up or not self.last_ts else max(
+            0.0, time.time() - self.last_ts
+        )  # fmt: skip
+        elapsed = max(time.monotonic() - self._started, 1e-3)
+        ctx.report(
+            stage="Running", error={},
+            sync={
+                "checkpointGTID": cp.gtid, "safeMode": self._safe(cp),
+                "safeModeUntil": cp.safe_mode_until, "secondsBehindMaster": round(behind, 3),
+                "rowsApplied": self.applied_rows, "rowsPerSecond": round(self.applied_rows / elapsed),
+                "source": self.server.describe(), "caughtUp": caught_up,
+            },
+        )  # fmt: skip
+
+
+def _db_allowed(spec: TaskSpec, db: str) -> bool:
+    """A schema-level DDL concerns us if the schema holds (or may hold) migrated tables."""
+    if db in SYSTEM_SCHEMAS or db == spec.meta_schema:
+        return False
+    bal = spec.block_allow_list
+    if bal.do_dbs:
+        return any(fnmatch.fnmatchcase(db, p) for p in bal.do_dbs)
+    if bal.do_tables:
+        return any(fnmatch.fnmatchcase(db, t.db) for t in bal.do_tables)
+    return not any(fnmatch.fnmatchcase(db, p) for p in bal.ignore_dbs)
+
+
+def _contains(flavor: str, position: str, other: str) -> bool:
+    if not other:
+        return True
+    if not position:
+        return False
+    return parse_gtids(flavor, position).contains(parse_gtids(flavor, other))
+
+
+async def _first(aw: Awaitable[Any], event: asyncio.Event) -> Any:
+    """`aw`'s result, or None if `event` is set first (then `aw` is cancelled)."""
+    task = asyncio.ensure_future(aw)
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
