@@ -195,7 +195,7 @@ class BinlogReader:
         p = self.params
         self._stream = stream = BinLogStreamReader(
             connection_settings={
-                "host": p.host, "port": p.port, "user": p.user, "passwd": p.password,
+                "host": p.host, "port": p.port, "user": p.user, "password": p.password,
                 "connect_timeout": p.connect_timeout,
             },
             server_id=self.server_id,

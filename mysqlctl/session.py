@@ -162,8 +162,12 @@ class Session:
             await self.close()
 
     def escape(self, value: object) -> str:
-        """``value`` as an SQL literal in this connection's character set."""
+        """``value`` as an SQL literal in this connection's character set; a tuple or list
+        becomes a row constructor ``(a, b)``."""
         assert self._conn is not None
+        if isinstance(value, tuple | list):
+            item = self._conn.escape
+            return "(" + ",".join(item(v) for v in value) + ")"
         return str(self._conn.escape(value))
 
     async def _run(self, work: Any, timeout: float | None) -> Any:

@@ -1,5 +1,5 @@
-"""The `orchestrator` command: `local up|down|status|stop|kill|restart`, `serve`, and
-`ctl <Command>`.
+"""The `orchestrator` command: `local up|down|status|stop|kill|restart`, `serve`, `worker`,
+and `ctl <Command>`.
 
 Results go to stdout as JSON, progress and logs to stderr, and the exit code is 0 only on
 success, so scripts can rely on all three.
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     _add_local(sub)
     _add_serve(sub)
+    _add_worker(sub)
     _add_ctl(sub)
     args, rest = parser.parse_known_args(argv)
     if args.cmd != "ctl" and rest:
@@ -57,6 +58,12 @@ def _add_serve(sub: Any) -> None:
     from orchestrator.serve_cli import add_serve_parser
 
     add_serve_parser(sub)
+
+
+def _add_worker(sub: Any) -> None:
+    from orchestrator.worker_cli import add_worker_parser
+
+    add_worker_parser(sub)
 
 
 def _add_ctl(sub: Any) -> None:

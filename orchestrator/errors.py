@@ -36,6 +36,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from migration import errors as mge
 from mysqlctl import errors as me
 from topo import errors as te
 from workflows import errors as we
@@ -58,6 +59,8 @@ def classify(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
         details["field"] = field
     if isinstance(exc, UnauthorizedError):
         return 401, "UNAUTHENTICATED", details
+    if isinstance(exc, mge.MigrationError):
+        return _classify_migration(exc, details)
     if isinstance(exc, te.InvalidArgumentError | we.InvalidArgumentError):
         return 400, "INVALID_ARGUMENT", details
     if isinstance(exc, te.NoNodeError):
@@ -100,6 +103,30 @@ def classify(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
     if isinstance(exc, web.HTTPException):
         return exc.status, _HTTP_CODES.get(exc.status, "HTTP_ERROR"), details
     return 500, "INTERNAL", details
+
+
+def _classify_migration(
+    exc: mge.MigrationError, details: dict[str, Any]
+) -> tuple[int, str, dict[str, Any]]:
+    """Migration errors: bad task input 400, unknown task 404, existing task 409, a failed
+    check or a refused state change 409 (details list every check), an unreachable source or
+    target 502."""
+    for attr in ("key", "table", "sources", "checkpoint", "server_position"):
+        value = getattr(exc, attr, None)
+        if value:
+            details[attr] = value
+    if isinstance(exc, mge.CheckFailedError):
+        details["checks"] = [{"key": p.key, "message": p.message} for p in exc.problems]
+        return 409, "FAILED_PRECONDITION", details
+    if isinstance(exc, mge.TaskConfigError):
+        return 400, "INVALID_ARGUMENT", details
+    if isinstance(exc, mge.NoSuchTaskError):
+        return 404, "NOT_FOUND", {**details, "what": f"task {exc.name}"}
+    if isinstance(exc, mge.TaskExistsError):
+        return 409, "ALREADY_EXISTS", {**details, "what": f"task {exc.name}"}
+    if isinstance(exc, mge.SourceUnavailableError | mge.TargetUnavailableError):
+        return 502, exc.code, details
+    return 409, exc.code if exc.code != "MIGRATION_ERROR" else "FAILED_PRECONDITION", details
 
 
 _HTTP_CODES = {

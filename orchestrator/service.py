@@ -11,6 +11,9 @@ Components, each a small module with an `async def run()` that works until cance
 - Outbox delivery (`orchestrator.events`): events are written to etcd first and delivered to the
   configured webhook URLs until acknowledged; only the leader delivers, so each event goes out
   from one place.
+- Migration (`migration`): the leader binds subtasks to live workers (`migration.scheduler`);
+  every instance runs a worker of its own unless `worker_enabled` is off (`orchestrator worker`
+  runs one alone).
 
 All state that must survive a restart is in etcd; killing any instance loses nothing.
 Shutdown is structured: cancelling `run()` cancels the TaskGroup, and every component cleans up
@@ -26,6 +29,10 @@ import time
 
 import structlog
 
+from migration.scheduler import Scheduler
+from migration.store import MigrationStore
+from migration.tasks import TaskOps
+from migration.worker import Worker
 from orchestrator.settings import Settings
 from topo.store import TopoStore, default_instance_id
 from workflows.env import WorkflowEnv
@@ -55,6 +62,7 @@ class Service:
         self.election = LeaderElection(self.store, ttl=settings.election_ttl_s)
         self.events = EventBus(self)
         self.health = HealthChecker(self)
+        self.migration = TaskOps(self.store, settings.migration_credentials)
         self.ready = asyncio.Event()
         self.port: int | None = None
 
@@ -74,6 +82,9 @@ class Service:
                 tg.create_task(self.election.run(), name="election")
                 tg.create_task(self.health.run(), name="health")
                 tg.create_task(self.events.run(), name="outbox")
+                tg.create_task(self._schedule_migrations(), name="migration scheduler")
+                if self.settings.worker_enabled:
+                    tg.create_task(self._run_worker(), name="migration worker")
         finally:
             # Bounded: a server that does not answer must not hold up the shutdown.
             for close in (self.env.close, self.store.close):
@@ -81,6 +92,34 @@ class Service:
                     async with asyncio.timeout(5):
                         await close()
             log.info("orchestrator stopped", instance_id=self.settings.instance_id)
+
+    async def _schedule_migrations(self) -> None:
+        """Bind migration subtasks to workers while this instance leads."""
+        scheduler = Scheduler(MigrationStore(self.store.kv, self.store.root))
+        while True:
+            changed = self.election.changed
+            if not self.is_leader:
+                await changed.wait()
+                continue
+            task = asyncio.create_task(scheduler.run(), name="scheduler")
+            waiter = asyncio.create_task(changed.wait())
+            try:
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in (task, waiter):
+                    t.cancel()
+                failed = await asyncio.gather(task, waiter, return_exceptions=True)
+            for e in failed:
+                if isinstance(e, Exception):  # a bug: say so, and schedule again in a moment
+                    log.error("migration scheduler failed", error=repr(e), exc_info=e)
+                    await asyncio.sleep(1.0)
+
+    async def _run_worker(self) -> None:
+        s = self.settings
+        await Worker(
+            s.worker_name or s.instance_id, self.store, s.migration_credentials,
+            lease_ttl=s.worker_lease_ttl_s, address=f"{s.listen_host}:{s.listen_port}",
+        ).run()  # fmt: skip
 
 
 def run_service(settings: Settings) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from migration.context import Credentials as MigrationCredentials
 from workflows.env import MysqlCredentials, WorkflowSettings
 
 
@@ -46,6 +47,11 @@ class Settings:
     unhealthy_checks_to_spare: int = 3
     recovery_block_s: float = 30.0
     recoveries_enabled: bool = True
+    # Migration: run a worker inside `orchestrator serve` (one machine needs nothing more);
+    # its name defaults to the instance id. Worker leases expire after this many seconds.
+    worker_enabled: bool = True
+    worker_name: str = ""
+    worker_lease_ttl_s: int = 3
     log_json: bool = True
     log_level: str = "info"
 
@@ -56,7 +62,7 @@ class Settings:
             raise SettingsError(f"bad listen port {self.listen_port}")
         if self.health_timeout_s >= self.health_interval_s * 2:
             raise SettingsError("health_timeout_s must be well under the health interval")
-        if self.lock_ttl_s < 1 or self.election_ttl_s < 1:
+        if self.lock_ttl_s < 1 or self.election_ttl_s < 1 or self.worker_lease_ttl_s < 1:
             raise SettingsError("lease TTLs must be at least 1 second")
 
     @property
@@ -66,6 +72,15 @@ class Settings:
             password=self.mysql_password,
             connect_timeout=self.mysql_connect_timeout_s,
             query_timeout=self.mysql_query_timeout_s,
+        )
+
+    @property
+    def migration_credentials(self) -> MigrationCredentials:
+        """The same MySQL account, with the longer statement deadline bulk copies need."""
+        return MigrationCredentials(
+            user=self.mysql_user,
+            password=self.mysql_password,
+            connect_timeout=max(self.mysql_connect_timeout_s, 2.0),
         )
 
     def workflow_settings(self) -> WorkflowSettings:

@@ -12,9 +12,9 @@ from orchestrator.commands import reparent  # noqa: F401
 from orchestrator.commands import replication  # noqa: F401
 from orchestrator.commands import reads  # noqa: F401
 from orchestrator.commands import locks  # noqa: F401
+from orchestrator.commands import migration  # noqa: F401
 
-# New subjects go here, one line each, after the ones above, e.g.:
-# from orchestrator.commands import migration (with the same noqa)
+# New subjects go here, one line each, after the ones above.
 # isort: on
 
 from orchestrator.commands.registry import (

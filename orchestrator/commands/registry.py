@@ -72,7 +72,8 @@ class Arg:
     """One argument: its JSON name and kind, and how the CLI spells it.
 
     kind: keyspace, keyspace_shard, alias, alias_list, host, port, bool, duration,
-    tablet_type (non-primary types), durability, text.
+    tablet_type (non-primary types), durability, text; for migration: task_file (the YAML
+    text; the CLI reads it from a file), task_name, source_id, source_list, source_op.
     cli: "flag" (`--new-primary`), "positional", or "either" (positional or flag, as
     vtctldclient's `InitShardPrimary ks/0 zone1-101` and `--primary zone1-101`).
     """
@@ -217,6 +218,39 @@ def _parse_text(value: Any) -> str:
     return text
 
 
+TASK_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,47}$"
+SOURCE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}(?:/" + SHARD_PATTERN + ")?$"
+MAX_TASK_FILE_BYTES = 1 << 20
+
+
+def _parse_task_file(value: Any) -> str:
+    """The text of a task file (the CLI reads the file and sends its text)."""
+    if not isinstance(value, str):
+        raise TopoInvalidArgumentError(f"want the task file's YAML text, got {_json_type(value)}")
+    if not value.strip():
+        raise TopoInvalidArgumentError("the task file is empty")
+    if len(value.encode()) > MAX_TASK_FILE_BYTES:
+        raise TopoInvalidArgumentError(f"the task file is larger than {MAX_TASK_FILE_BYTES} bytes")
+    return value
+
+
+def _parse_pattern(pattern: str, what: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _string(value, what)
+        if not re.fullmatch(pattern[1:-1], text):
+            raise TopoInvalidArgumentError(f"malformed {what} {text!r}")
+        return text
+
+    return parse
+
+
+def _parse_source_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TopoInvalidArgumentError(f"want an array of source ids, got {_json_type(value)}")
+    parse = _parse_pattern(SOURCE_ID_PATTERN, "source id")
+    return tuple(dict.fromkeys(parse(v) for v in value))
+
+
 _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "keyspace": _parse_keyspace,
     "keyspace_shard": _parse_keyspace_shard,
@@ -229,6 +263,11 @@ _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "tablet_type": _parse_tablet_type,
     "durability": _parse_enum(DURABILITY_POLICIES, "durability policy"),
     "text": _parse_text,
+    "task_file": _parse_task_file,
+    "task_name": _parse_pattern(TASK_NAME_PATTERN, "task name"),
+    "source_id": _parse_pattern(SOURCE_ID_PATTERN, "source id"),
+    "source_list": _parse_source_list,
+    "source_op": _parse_enum(("create", "stop", "show"), "operation"),
 }
 
 _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -248,6 +287,14 @@ _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "tablet_type": lambda: {"type": "string", "enum": list(NON_PRIMARY_TYPES)},
     "durability": lambda: {"type": "string", "enum": list(DURABILITY_POLICIES)},
     "text": lambda: {"type": "string", "minLength": 1, "maxLength": 1000},
+    "task_file": lambda: {"type": "string", "minLength": 1, "maxLength": MAX_TASK_FILE_BYTES},
+    "task_name": lambda: {"type": "string", "pattern": TASK_NAME_PATTERN},
+    "source_id": lambda: {"type": "string", "pattern": SOURCE_ID_PATTERN},
+    "source_list": lambda: {
+        "type": "array",
+        "items": {"type": "string", "pattern": SOURCE_ID_PATTERN},
+    },
+    "source_op": lambda: {"type": "string", "enum": ["create", "stop", "show"]},
 }
 
 

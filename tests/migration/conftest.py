@@ -1,0 +1,286 @@
+"""A sharded keyspace with a migration target, on real servers, for the migration tests.
+
+``mcluster``: a 2-shard keyspace (``commerce/-80``, ``commerce/80-``; a primary and a replica
+each, InitShardPrimary done) plus a writable target server, in a fresh topology root on the
+session's etcd, started by the same launcher as ``orchestrator local up --target``. It offers:
+
+- sessions on a shard's current primary, the target, any tablet;
+- ``start_worker(name)`` / ``start_scheduler()``: in-process workers and the leader's scheduler;
+- ``ShardWriter``: a steady application on one shard (inserts, updates, deletes, multi-row
+  transactions) that follows the shard's primary;
+- ``rows_of`` / ``union_of``: every row of a table (or of several, merged) in key order, for
+  row-by-row comparison of the target with its sources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migration.context import Credentials
+from migration.scheduler import Scheduler
+from migration.store import MigrationStore
+from migration.tasks import TaskOps
+from migration.worker import Worker
+from mysqlctl.errors import MysqlError
+from mysqlctl.session import Session, open_session
+from orchestrator.local import cluster
+from orchestrator.local.cluster import ClusterSpec, ClusterState
+from orchestrator.local.etcd import EtcdServer
+from tests.fixtures_cluster import eventually
+from topo.store import TopoStore
+from workflows.env import WorkflowEnv
+
+SHARDS = ("-80", "80-")
+
+
+@dataclass
+class MigrationCluster:
+    state: ClusterState
+    store: TopoStore
+    creds: Credentials
+    env: WorkflowEnv
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+    @property
+    def keyspace(self) -> str:
+        return self.state.spec.keyspace
+
+    @property
+    def target(self) -> Any:
+        assert self.state.target is not None
+        return self.state.target
+
+    @property
+    def mstore(self) -> MigrationStore:
+        return MigrationStore(self.store.kv, self.store.root)
+
+    def ops(self) -> TaskOps:
+        return TaskOps(self.store, self.creds)
+
+    async def primary_alias(self, shard: str) -> str:
+        alias = (await self.store.get_shard(self.keyspace, shard)).primary_alias
+        assert alias is not None
+        return alias
+
+    async def session_on(self, alias: str) -> Session:
+        s = self.state.tablet(alias).server
+        return await open_session(self.creds.params(s.host, s.port))
+
+    async def primary_session(self, shard: str) -> Session:
+        return await self.session_on(await self.primary_alias(shard))
+
+    async def target_session(self) -> Session:
+        return await open_session(self.creds.params(self.target.host, self.target.port))
+
+    def start_worker(self, name: str, **kw: Any) -> Worker:
+        w = Worker(name, self.state.store(lock_ttl=3), self.creds, **kw)
+        self.workers[name] = w
+        self.tasks.append(asyncio.create_task(w.run(), name=f"worker {name}"))
+        return w
+
+    def start_scheduler(self) -> None:
+        self.tasks.append(asyncio.create_task(Scheduler(self.mstore).run(), name="scheduler"))
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        for w in self.workers.values():
+            with contextlib.suppress(Exception):
+                await w.topo.close()
+        await self.env.close()
+        await self.store.close()
+
+
+@pytest.fixture
+async def mcluster(etcd_server: EtcdServer, tmp_path: Path) -> AsyncIterator[MigrationCluster]:
+    spec = ClusterSpec(
+        shards=2, tablets_per_shard=2, service=False, root=f"/m-{uuid.uuid4().hex[:10]}",
+        target=True,
+    )  # fmt: skip
+    state = await cluster.up(tmp_path / "c", spec, etcd_endpoints=[etcd_server.endpoint])
+    store = state.store(lock_ttl=3)
+    c = state.credentials()
+    mc = MigrationCluster(
+        state, store, Credentials(c.user, c.password), WorkflowEnv(store, state.credentials())
+    )
+    try:
+        yield mc
+    finally:
+        await mc.close()
+        for server in state.servers():
+            server.kill()
+
+
+# -- data -----------------------------------------------------------------------------------
+
+TABLE_DDL = (
+    "CREATE TABLE IF NOT EXISTS {db}.{table} (id BIGINT PRIMARY KEY, v VARCHAR(64) NOT NULL, "
+    "n INT NOT NULL DEFAULT 0, price DECIMAL(10,2) NULL, created DATETIME(3) NULL, "
+    "note TEXT NULL) ENGINE=InnoDB"
+)
+
+
+async def create_shard_table(s: Session, db: str, table: str) -> None:
+    await s.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    await s.execute(TABLE_DDL.format(db=db, table=table))
+
+
+async def insert_rows(s: Session, db: str, table: str, ids: Sequence[int]) -> None:
+    if not ids:
+        return
+    values = ", ".join(
+        f"({i}, 'v{i}', {i % 97}, {i % 1000}.25, NOW(3), {'NULL' if i % 3 else repr('note ' + str(i))})"
+        for i in ids
+    )
+    await s.execute(f"INSERT INTO {db}.{table} (id, v, n, price, created, note) VALUES {values}")
+
+
+async def rows_of(s: Session, db: str, table: str) -> list[tuple[Any, ...]]:
+    return await s.fetch_rows(f"SELECT * FROM {db}.{table} ORDER BY id", timeout=60)
+
+
+def digest(rows: Sequence[tuple[Any, ...]]) -> str:
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(repr(r).encode())
+    return h.hexdigest()
+
+
+async def union_of(
+    mc: MigrationCluster, parts: Sequence[tuple[str, str, str]]
+) -> list[tuple[Any, ...]]:
+    """Every row of the (shard, db, table) tables, read on each shard's primary, in key order."""
+    out: list[tuple[Any, ...]] = []
+    for shard, db, table in parts:
+        async with await mc.primary_session(shard) as s:
+            out.extend(await rows_of(s, db, table))
+    return sorted(out, key=lambda r: r[0])
+
+
+async def wait_target_equals(
+    mc: MigrationCluster,
+    parts: Sequence[tuple[str, str, str]],
+    target: tuple[str, str],
+    timeout: float = 60,
+) -> list[tuple[Any, ...]]:
+    """Until the target table holds exactly the union of the parts, row by row."""
+    last: dict[str, Any] = {}
+
+    async def equal() -> bool:
+        want = await union_of(mc, parts)
+        try:
+            async with await mc.target_session() as t:
+                got = await rows_of(t, *target)
+        except MysqlError:
+            return False
+        last["want"], last["got"] = want, got
+        return digest(want) == digest(got)
+
+    try:
+        await eventually(equal, timeout, f"{target[0]}.{target[1]} to equal its sources", every=0.3)
+    except AssertionError:
+        want, got = last.get("want", []), last.get("got", [])
+        w, g = {r[0]: r for r in want}, {r[0]: r for r in got}
+        missing = sorted(set(w) - set(g))[:10]
+        extra = sorted(set(g) - set(w))[:10]
+        differ = sorted(k for k in set(w) & set(g) if w[k] != g[k])[:10]
+        raise AssertionError(
+            f"target differs from its sources: {len(want)} rows upstream, {len(got)} downstream;"
+            f" missing ids {missing}, extra ids {extra}, different ids {differ}"
+        ) from None
+    return last["want"]
+
+
+@dataclass
+class ShardWriter:
+    """A steady application on one shard's table: inserts, updates, deletes and multi-row
+    transactions on the shard's current primary, ids from its own range. Counts what the
+    server acknowledged (a failed statement is retried on the next primary)."""
+
+    mc: MigrationCluster
+    shard: str
+    db: str
+    table: str
+    first_id: int
+    acked: int = 0
+    errors: list[str] = field(default_factory=list)
+    _ids: list[int] = field(default_factory=list)
+    _next: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self, existing: Sequence[int] = ()) -> None:
+        self._ids = list(existing)
+        self._next = max([self.first_id, *[i + 1 for i in existing]])
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def wait_acked(self, n: int, timeout: float = 30) -> None:
+        target = self.acked + n
+
+        async def enough() -> bool:
+            return self.acked >= target
+
+        await eventually(enough, timeout, f"{n} acknowledged transactions on {self.shard}")
+
+    async def _run(self) -> None:
+        rnd = random.Random(self.first_id)
+        s: Session | None = None
+        t = f"{self.db}.{self.table}"
+        while not self._stop.is_set():
+            try:
+                if s is None or s.closed:
+                    s = await self.mc.primary_session(self.shard)
+                op = rnd.random()
+                if op < 0.45 or len(self._ids) < 10:
+                    i = self._next
+                    self._next += 1
+                    await insert_rows(s, self.db, self.table, [i])
+                    self._ids.append(i)
+                elif op < 0.7:
+                    i = rnd.choice(self._ids)
+                    await s.execute(
+                        f"UPDATE {t} SET n = n + 1, v = CONCAT('u', id, '-', n) WHERE id = %s", (i,)
+                    )
+                elif op < 0.8:
+                    i = self._ids.pop(rnd.randrange(len(self._ids)))
+                    await s.execute(f"DELETE FROM {t} WHERE id = %s", (i,))
+                else:
+                    new = [self._next + k for k in range(3)]
+                    self._next += 3
+                    await s.begin()
+                    await insert_rows(s, self.db, self.table, new)
+                    await s.execute(
+                        f"UPDATE {t} SET note = 'multi' WHERE id = %s", (rnd.choice(self._ids),)
+                    )
+                    await s.execute(f"DELETE FROM {t} WHERE id = %s", (new[1],))
+                    await s.commit()
+                    self._ids.extend([new[0], new[2]])
+                self.acked += 1
+                await asyncio.sleep(0.002)
+            except MysqlError as e:
+                self.errors.append(type(e).__name__)
+                if s is not None:
+                    await s.close()
+                s = None
+                await asyncio.sleep(0.05)
+        if s is not None:
+            await s.close()
