@@ -156,11 +156,17 @@ class Shard:
         )
 
     async def create_test_table(self) -> None:
+        """test.acked (the writer's rows) and test.split_brain_probe (the split-brain watcher's
+        probe writes) on the primary, replicated to every tablet before any fault."""
         primary = await self.primary_alias()
         assert primary is not None
         await self.admin(primary).execute("CREATE DATABASE IF NOT EXISTS test")
         await self.admin(primary).execute(
             "CREATE TABLE IF NOT EXISTS test.acked (id BIGINT PRIMARY KEY, t DOUBLE)"
+        )
+        await self.admin(primary).execute(
+            "CREATE TABLE IF NOT EXISTS test.split_brain_probe "
+            "(id BIGINT PRIMARY KEY, alias VARCHAR(64), t DOUBLE)"
         )
 
     async def check_invariants(self, *, wait_s: float = 10.0) -> str:

@@ -8,7 +8,8 @@ at the same time.
     # leaving the block without an error asserts that no overlap was seen (watch.summary())
 
 How an overlap is proven from samples. Each sample of a tablet is an interval [sent, answered]
-during which the tablet was writable (read_only = 0, or the application write was acknowledged)
+during which the tablet was writable (read_only = 0, or the application INSERT was taken; it is
+rolled back, so that the watcher never adds a transaction to a tablet that must not have one)
 or not. Two consecutive writable samples of one tablet, with no other sample between them, are
 taken to mean that it stayed writable from the first answer to the second send (a tablet that
 is fenced and unfenced again within one 50 ms sampling period would escape this). A writable
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 from mysqlctl.client import MysqlClient, MysqlParams
 from mysqlctl.errors import MysqlError
@@ -43,13 +46,31 @@ PROBE_TABLE = "test.split_brain_probe"
 MAX_GAP_S = 0.25
 
 
+async def _insert_rolled_back(app: MysqlClient, row_id: int, alias: str) -> None:
+    """One application INSERT inside a transaction that is rolled back, on one connection (a
+    reconnect between the statements could otherwise commit it)."""
+
+    async def work(conn: Any, flavor: Any) -> None:
+        async with conn.cursor() as cursor:
+            await cursor.execute("START TRANSACTION")
+            try:
+                await cursor.execute(
+                    f"INSERT INTO {PROBE_TABLE} (id, alias, t) VALUES (%s, %s, %s)",
+                    (row_id, alias, time.time()),
+                )
+            finally:
+                await cursor.execute("ROLLBACK")
+
+    await app._run(work, timeout=None, retry=False)
+
+
 @dataclass(frozen=True)
 class Sample:
     alias: str
     sent: float  # monotonic
     answered: float
     writable: bool
-    how: str  # "read_only=0", "app write acknowledged", "read_only=1"
+    how: str  # "read_only=0", "app write accepted", "read_only=1", "unreachable"
 
 
 @dataclass
@@ -84,14 +105,7 @@ class SplitBrainWatcher:
                            query_timeout=0.5)  # fmt: skip
 
     async def start(self) -> SplitBrainWatcher:
-        primary = await self.shard.primary_alias()
-        assert primary is not None
-        admin = self.shard.admin(primary)
-        await admin.execute("CREATE DATABASE IF NOT EXISTS test")
-        await admin.execute(
-            f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
-            "(id BIGINT PRIMARY KEY, alias VARCHAR(64), t DOUBLE)"
-        )
+        await self._create_probe_table()
         aliases = self.shard.aliases
         self._tasks = [
             asyncio.create_task(
@@ -100,6 +114,24 @@ class SplitBrainWatcher:
             for i, alias in enumerate(aliases)
         ]
         return self
+
+    async def _create_probe_table(self) -> None:
+        """Only on the Shard record's primary, and only if it is writable: created on any
+        other tablet, the table would be an errant transaction there. Where it is missing
+        (`Shard.create_test_table` makes it before any fault), samples rely on read_only."""
+        primary = await self.shard.primary_alias()
+        if primary is None:
+            return
+        with contextlib.suppress(MysqlError, TimeoutError):
+            params = dataclasses.replace(self._params(primary, False), query_timeout=5.0)
+            async with MysqlClient(params) as admin:
+                if (await admin.status()).read_only:
+                    return
+                await admin.execute("CREATE DATABASE IF NOT EXISTS test")
+                await admin.execute(
+                    f"CREATE TABLE IF NOT EXISTS {PROBE_TABLE} "
+                    "(id BIGINT PRIMARY KEY, alias VARCHAR(64), t DOUBLE)"
+                )
 
     async def stop(self) -> None:
         self._stop.set()
@@ -154,13 +186,12 @@ class SplitBrainWatcher:
             self.samples.append(Sample(alias, sent, time.monotonic(), False, "unreachable"))
             return
         try:
-            await app.execute(
-                f"INSERT INTO {PROBE_TABLE} (id, alias, t) VALUES (%s, %s, %s)",
-                (next(self._ids), alias, time.time()),
-            )
-            how = how or "app write acknowledged"
+            # Rolled back: proves the server takes the write (read_only refuses the statement)
+            # without adding a transaction to a tablet that must not have any.
+            await _insert_rolled_back(app, next(self._ids), alias)
+            how = how or "app write accepted"
         except (MysqlError, TimeoutError):
-            pass  # refused by read_only, or no ACK in time: not a write the application saw
+            pass  # refused by read_only, or no answer in time: not a write the server took
         self.samples.append(Sample(alias, sent, time.monotonic(), bool(how), how or "read_only=1"))
 
     def _spans(self) -> list[_Span]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import pytest
 
 from mysqlctl.journal import read_journal
 from tests.fixtures_cluster import Shard, ShardFactory, Writer, eventually
+from tests.helpers.split_brain import SplitBrainWatcher
 from topo.records import TabletType
 from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
 from workflows.errors import InvalidArgumentError, PreconditionError
@@ -268,8 +270,11 @@ async def test_ers_on_a_live_primary_changes_nothing_unless_a_new_primary_is_nam
     assert (noop.new_primary, noop.changed) == ("zone1-101", False)
     assert await shard.serving() == ("zone1-101", True)
 
-    r = await emergency_reparent_shard(shard.env, ers(shard, new_primary="zone1-102"))
-    assert (r.new_primary, r.old_primary, r.changed) == ("zone1-102", "zone1-101", True)
+    # The old primary answers: it is fenced before the elect is promoted, and stays fenced.
+    async with SplitBrainWatcher(shard):
+        r = await emergency_reparent_shard(shard.env, ers(shard, new_primary="zone1-102"))
+        assert (r.new_primary, r.old_primary, r.changed) == ("zone1-102", "zone1-101", True)
+        await asyncio.sleep(0.3)  # samples of both after the promotion
     # The elect caught up from the fenced old primary: its last rows are not lost.
     assert await writer.missing_on("zone1-102") == []
     old = await shard.admin("zone1-101").status()
