@@ -31,9 +31,12 @@ _TABLE_DDL = re.compile(
 _TRUNCATE_NO_TABLE = re.compile(
     r"^\s*TRUNCATE\s+(?!TABLE\b)" + _QNAME + r"(?P<rest>.*)$", re.I | re.S
 )
+# The options that may follow ALTER DATABASE directly when it names no schema (then it alters
+# the default one): not a schema name.
+_DB_OPTION = r"(?:DEFAULT|CHARACTER|CHARSET|COLLATE|ENCRYPTION|READ|COMMENT)\b"
 _DB_DDL = re.compile(
-    r"^\s*(?P<verb>CREATE|DROP|ALTER)\s+(?:DATABASE|SCHEMA)(?P<ifx>\s+IF\s+(?:NOT\s+)?EXISTS)?"
-    r"\s+(?P<name>" + _NAME + r")(?P<rest>.*)$",
+    r"^\s*(?P<verb>CREATE|DROP|ALTER)\s+(?:DATABASE|SCHEMA)\b(?P<ifx>\s+IF\s+(?:NOT\s+)?EXISTS)?"
+    r"(?:\s+(?!" + _DB_OPTION + r")(?P<name>" + _NAME + r"))?(?P<rest>.*)$",
     re.I | re.S,
 )
 _OTHER_DDL = re.compile(r"^\s*(CREATE|ALTER|DROP|RENAME|TRUNCATE)\b", re.I)
@@ -108,10 +111,12 @@ def parse_ddl(query: str, default_db: str) -> ParsedDdl | None:
         db, table = _split_qualified(m.group("name"), default_db)
         return ParsedDdl("TRUNCATE", db, table, query, "TRUNCATE TABLE", "", m.group("rest"))
     m = _DB_DDL.match(query)
-    if m:
+    if m and (m.group("name") or m.group("verb").upper() == "ALTER"):
         verb = m.group("verb").upper()
-        head = query[: m.start("ifx") if m.group("ifx") else m.start("name")].rstrip()
-        return ParsedDdl(verb, _unquote(m.group("name")), "", query, head, m.group("ifx") or "",
+        name = m.group("name")
+        cut = m.start("ifx") if m.group("ifx") else m.start("name") if name else m.start("rest")
+        db = _unquote(name) if name else default_db
+        return ParsedDdl(verb, db, "", query, query[:cut].rstrip(), m.group("ifx") or "",
                          m.group("rest"))  # fmt: skip
     if _OTHER_DDL.match(query):
         raise UnparsedDdl(f"DDL not supported by the migration engine: {query[:200]}")
