@@ -71,9 +71,18 @@ class Transaction:
 def plain_value(value: Any) -> Any:
     """A value as the binlog reader decoded it, in a form the driver can escape."""
     if isinstance(value, dict | list):
-        return json.dumps(value)
+        return json.dumps(_json_keys(value))
     if isinstance(value, set | frozenset):
         return ",".join(sorted(value))
+    return value
+
+
+def _json_keys(value: Any) -> Any:
+    """mysql-replication decodes the object keys of a MySQL JSON value as bytes."""
+    if isinstance(value, dict):
+        return {k.decode() if isinstance(k, bytes) else k: _json_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_keys(v) for v in value]
     return value
 
 
@@ -147,16 +156,22 @@ def key_literal(escape: Escape, key: Sequence[Any]) -> str:
     return escape(_plain_row(key))
 
 
+def _bytes(text: str) -> int:
+    """The size of `text` as sent (UTF-8), not its count of characters."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def _split(head: str, items: Iterable[str], sep: str) -> list[str]:
     out: list[str] = []
     parts: list[str] = []
-    size = len(head)
+    size = _bytes(head)
     for item in items:
-        if parts and size + len(item) + 1 > MAX_STATEMENT_BYTES:
+        n = _bytes(item)
+        if parts and size + n + 1 > MAX_STATEMENT_BYTES:
             out.append(head + sep.join(parts))
-            parts, size = [], len(head)
+            parts, size = [], _bytes(head)
         parts.append(item)
-        size += len(item) + 1
+        size += n + 1
     if parts:
         out.append(head + sep.join(parts))
     return out
