@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from migration.scheduler import Scheduler
 from migration.store import MigrationStore
 from migration.tasks import TaskOps
 from migration.worker import Worker
+from mysqlctl.client import MysqlParams
 from mysqlctl.errors import MysqlError
 from mysqlctl.session import Session, open_session
 from orchestrator.local import cluster
@@ -51,6 +55,7 @@ class MigrationCluster:
     env: WorkflowEnv
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     workers: dict[str, Worker] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def keyspace(self) -> str:
@@ -80,6 +85,15 @@ class MigrationCluster:
     async def primary_session(self, shard: str) -> Session:
         return await self.session_on(await self.primary_alias(shard))
 
+    async def app_session(self, shard: str) -> Session:
+        """The application's account on the shard's primary: no SUPER, so `read_only` (a
+        demoted or fenced primary) refuses its writes, as for a real client."""
+        s = self.state.tablet(await self.primary_alias(shard)).server
+        return await open_session(
+            MysqlParams(s.host, s.port, s.app_user, s.app_password, connect_timeout=1.0,
+                        query_timeout=5.0)
+        )  # fmt: skip
+
     async def target_session(self) -> Session:
         return await open_session(self.creds.params(self.target.host, self.target.port))
 
@@ -89,10 +103,33 @@ class MigrationCluster:
         self.tasks.append(asyncio.create_task(w.run(), name=f"worker {name}"))
         return w
 
+    def start_worker_process(
+        self, name: str, *, faults: str = "", lease_ttl: int = 3
+    ) -> subprocess.Popen[bytes]:
+        """`orchestrator worker --name NAME` as a process of its own (killed at teardown);
+        `faults` is ORC_FAULT_POINTS. Its log is `<cluster dir>/worker-NAME.log`."""
+        env = {**os.environ, "ORC_MYSQL_USER": self.creds.user,
+               "ORC_MYSQL_PASSWORD": self.creds.password, "ORC_LOG_JSON": "false",
+               "ORC_FAULT_POINTS": faults}  # fmt: skip
+        args = [sys.executable, "-m", "orchestrator", "worker", "--name", name,
+                "--etcd", ",".join(self.state.etcd_endpoints), "--root", self.store.root,
+                "--lease-ttl", str(lease_ttl)]  # fmt: skip
+        with open(self.state.dir / f"worker-{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        self.processes.append(proc)
+        return proc
+
+    def worker_log(self, name: str) -> str:
+        return (self.state.dir / f"worker-{name}.log").read_text(errors="replace")
+
     def start_scheduler(self) -> None:
         self.tasks.append(asyncio.create_task(Scheduler(self.mstore).run(), name="scheduler"))
 
     async def close(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -248,7 +285,7 @@ class ShardWriter:
         while not self._stop.is_set():
             try:
                 if s is None or s.closed:
-                    s = await self.mc.primary_session(self.shard)
+                    s = await self.mc.app_session(self.shard)
                 op = rnd.random()
                 if op < 0.45 or len(self._ids) < 10:
                     i = self._next
@@ -284,3 +321,41 @@ class ShardWriter:
                 await asyncio.sleep(0.05)
         if s is not None:
             await s.close()
+
+
+# -- the merge task of most tests ----------------------------------------------------------
+
+PARTS = [("-80", "shard_db_1", "shard_table_1"), ("80-", "shard_db_2", "shard_table_1")]
+TARGET = ("shard_db", "shard_table")
+
+
+def merge_task(mc: MigrationCluster, name: str = "merge-orders", **extra: str) -> str:
+    lines = [
+        f"name: {name}",
+        "task-mode: all",
+        "shard-mode: pessimistic",
+        f"target: {{host: {mc.target.host}, port: {mc.target.port}}}",
+        "sources:",
+        f"  - source-id: {mc.keyspace}/-80",
+        f"  - source-id: {mc.keyspace}/80-",
+        'block-allow-list: {do-dbs: ["shard_db_*"]}',
+        "routes:",
+        '  - {schema-pattern: "shard_db_*", table-pattern: "shard_table_*",',
+        "     target-schema: shard_db, target-table: shard_table}",
+        "loader: {chunk-rows: 200}",
+        "syncer: {batch: 100}",
+    ]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+async def seed(mc: MigrationCluster, rows_per_shard: int = 1000) -> dict[str, list[int]]:
+    ids: dict[str, list[int]] = {}
+    for n, (shard, db, table) in enumerate(PARTS):
+        base = 1 + n * 10_000_000
+        async with await mc.primary_session(shard) as s:
+            await create_shard_table(s, db, table)
+            ids[shard] = list(range(base, base + rows_per_shard))
+            for k in range(0, rows_per_shard, 500):
+                await insert_rows(s, db, table, ids[shard][k : k + 500])
+    return ids

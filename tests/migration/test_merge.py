@@ -7,48 +7,16 @@ import asyncio
 
 from tests.fixtures_cluster import eventually
 from tests.migration.conftest import (
+    PARTS,
+    TARGET,
     MigrationCluster,
     ShardWriter,
-    create_shard_table,
     insert_rows,
+    merge_task,
     rows_of,
+    seed,
     wait_target_equals,
 )
-
-PARTS = [("-80", "shard_db_1", "shard_table_1"), ("80-", "shard_db_2", "shard_table_1")]
-TARGET = ("shard_db", "shard_table")
-
-
-def merge_task(mc: MigrationCluster, name: str = "merge-orders", **extra: str) -> str:
-    lines = [
-        f"name: {name}",
-        "task-mode: all",
-        "shard-mode: pessimistic",
-        f"target: {{host: {mc.target.host}, port: {mc.target.port}}}",
-        "sources:",
-        f"  - source-id: {mc.keyspace}/-80",
-        f"  - source-id: {mc.keyspace}/80-",
-        'block-allow-list: {do-dbs: ["shard_db_*"]}',
-        "routes:",
-        '  - {schema-pattern: "shard_db_*", table-pattern: "shard_table_*",',
-        "     target-schema: shard_db, target-table: shard_table}",
-        "loader: {chunk-rows: 200}",
-        "syncer: {batch: 100}",
-    ]
-    lines += [f"{k}: {v}" for k, v in extra.items()]
-    return "\n".join(lines) + "\n"
-
-
-async def seed(mc: MigrationCluster, rows_per_shard: int = 1000) -> dict[str, list[int]]:
-    ids: dict[str, list[int]] = {}
-    for n, (shard, db, table) in enumerate(PARTS):
-        base = 1 + n * 10_000_000
-        async with await mc.primary_session(shard) as s:
-            await create_shard_table(s, db, table)
-            ids[shard] = list(range(base, base + rows_per_shard))
-            for k in range(0, rows_per_shard, 500):
-                await insert_rows(s, db, table, ids[shard][k : k + 500])
-    return ids
 
 
 async def test_two_shards_merge_into_one_table_under_a_steady_writer(
