@@ -19,6 +19,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from orchestrator.commands import COMMANDS, Arg, Command
@@ -37,6 +38,18 @@ _METAVARS = {
     "port": "PORT",
     "durability": "POLICY",
     "text": "TEXT",
+    "task_file": "FILE",
+    "task_name": "TASK",
+    "source_id": "SOURCE",
+    "source_op": "create|stop|show",
+}
+
+
+# One line of advice per error code where there is one obvious next step.
+_HINTS = {
+    "UNAUTHENTICATED": "pass --token or set ORC_API_TOKEN (the service's ORC_API_TOKEN)",
+    "LOCK_HELD": "another workflow holds the shard lock: wait for it (ctl ShowLocks), or break "
+    "a stuck one with UnlockShard --force --reason ...",
 }
 
 
@@ -74,13 +87,55 @@ def _add_connection_flags(p: argparse.ArgumentParser, *, suppress: bool) -> None
     p.add_argument("--token", default=default, help="API bearer token (default: $ORC_API_TOKEN)")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_duration,
         default=default,
-        metavar="SECONDS",
-        help="give up when the server says nothing for this long (default 600)",
+        metavar="DURATION",
+        help="give up when the server says nothing for this long: seconds or a duration like "
+        '"30s", "5m" (default 10m)',
     )
     p.add_argument("--quiet", action="store_true", default=default,
                    help="no progress lines on stderr")  # fmt: skip
+
+
+def _duration(text: str) -> float:
+    from orchestrator.commands import parse_duration
+    from topo.errors import InvalidArgumentError
+
+    try:
+        return parse_duration(float(text) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text) else text)
+    except InvalidArgumentError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def server_url(text: str) -> str:
+    """The service's base URL from `--server`/`$ORC_SERVER`: `host:port` means
+    `http://host:port`; anything else that is no http(s) URL with a host is a ValueError."""
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or port == -1:
+        raise ValueError(
+            f"--server {text!r} is not a server address: want host:port or http://host:port "
+            f"(e.g. {DEFAULT_SERVER})"
+        )
+    return url.rstrip("/")
+
+
+def _unknown_flags_hint(rest: list[str], name: str) -> str:
+    """A hint for vtctldclient's underscore spellings (`--new_primary` -> `--new-primary`)."""
+    known = {a.flag for a in COMMANDS[name].args} if name in COMMANDS else set()
+    known |= {"--server", "--token", "--timeout", "--quiet"}
+    hints = []
+    for word in rest:
+        flag = word.split("=", 1)[0]
+        if flag.startswith("--") and "_" in flag and flag.replace("_", "-") in known:
+            hints.append(f"{flag} is spelled {flag.replace('_', '-')} here")
+    return f" ({'; '.join(hints)})" if hints else ""
 
 
 def _add_command(csub: Any, cmd: Command) -> None:
@@ -103,8 +158,13 @@ def _add_arg(cp: argparse.ArgumentParser, arg: Arg) -> None:
     if arg.kind == "bool":
         cp.add_argument(arg.flag, dest=arg.name, action="store_true", default=None, help=help_text)
         return
+    if arg.kind == "source_list":  # DM's repeatable --source S
+        cp.add_argument(arg.flag, dest=arg.name, metavar="SOURCE", action="append",
+                        default=None, help=help_text)  # fmt: skip
+        return
     if arg.cli == "positional":
-        cp.add_argument(arg.name, metavar=metavar, help=help_text)
+        cp.add_argument(arg.name, metavar=metavar, nargs=None if arg.required else "?",
+                        help=help_text)  # fmt: skip
         return
     if arg.cli == "either":
         cp.add_argument(f"{arg.name}_positional", nargs="?", metavar=metavar,
@@ -116,8 +176,15 @@ def _add_arg(cp: argparse.ArgumentParser, arg: Arg) -> None:
                     required=arg.required, help=help_text)  # fmt: skip
 
 
-def _to_json(arg: Arg, value: str) -> Any:
+def _to_json(arg: Arg, value: Any) -> Any:
     """The JSON value of a command-line string (the server validates it)."""
+    if arg.kind == "task_file":  # the file is read here, on the client
+        try:
+            return Path(value).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the task file {value}: {e}") from None
+    if arg.kind == "source_list":
+        return [v.strip() for item in value for v in item.split(",") if v.strip()]
     if arg.kind == "alias_list":
         return [v.strip() for v in value.split(",") if v.strip()]
     if arg.kind == "port":
@@ -144,15 +211,16 @@ def build_body(cmd: Command, ns: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, rest: list[str] | None = None) -> int:
     if rest:
-        print(f"orchestrator ctl: unrecognized arguments: {' '.join(rest)}", file=sys.stderr)
+        print(f"orchestrator ctl: unrecognized arguments: {' '.join(rest)}"
+              f"{_unknown_flags_hint(rest, args.command)}", file=sys.stderr)  # fmt: skip
         return EXIT_USAGE
     cmd = COMMANDS[args.command]
     try:
         body = build_body(cmd, args)
+        server = server_url(args.server or os.environ.get("ORC_SERVER") or DEFAULT_SERVER)
     except ValueError as e:
         print(f"orchestrator ctl {cmd.name}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    server = (args.server or os.environ.get("ORC_SERVER") or DEFAULT_SERVER).rstrip("/")
     token = args.token if args.token is not None else os.environ.get("ORC_API_TOKEN", "")
     client = _Client(server, token, timeout=args.timeout or 600.0, quiet=bool(args.quiet))
     return client.run(cmd.name, body)
@@ -250,6 +318,9 @@ class _Client:
     def _print_error(self, err: dict[str, Any], status: Any) -> None:
         code = err.get("code", "ERROR")
         print(f"error: {code}: {err.get('message', '')}", file=sys.stderr)
+        hint = _HINTS.get(code)
+        if hint:
+            print(f"  hint: {hint}", file=sys.stderr)
         details = err.get("details")
         if details:
             print(f"  details: {json.dumps(details, sort_keys=True)}", file=sys.stderr)

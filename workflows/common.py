@@ -28,6 +28,12 @@ from workflows.errors import ActiveReparentsDisabledError, InvalidArgumentError
 
 T = TypeVar("T")
 
+# Tablet tag set by StopReplication: replication is stopped on purpose, do not restart it.
+STOPPED_BY_OPERATOR_TAG = "replication_stopped_by"
+# Tablet tag set when a returning tablet holds transactions the shard never had: it stays
+# spare until an operator rebuilds it (the value says which GTIDs).
+NEEDS_REBUILD_TAG = "needs_rebuild"
+
 
 @dataclass(frozen=True)
 class ShardView:
@@ -199,17 +205,35 @@ async def publish_new_primary(
     types, the Shard record, then the serving graph. Every write is fenced by the shard lock.
 
     The term start time orders competing claims, so a stale claim can be told from a new one.
+
+    A tablet made `spare` here (an old primary that did not answer) keeps `replica` as its
+    target type, so the health checks bring it back as a replica when it answers again (unless
+    it holds transactions the shard never had). Every tablet whose role changes loses the
+    StopReplication tag: its replication was set up anew by the reparent.
     """
     term = time.time_ns()
 
+    def untagged(t: Tablet) -> dict[str, str]:
+        return {k: v for k, v in t.tags.items() if k != STOPPED_BY_OPERATOR_TAG}
+
     def promote_record(t: Tablet) -> Tablet:
-        return dataclasses.replace(t, type=TabletType.PRIMARY, primary_term_start_time=term)
+        return dataclasses.replace(
+            t, type=TabletType.PRIMARY, primary_term_start_time=term, target_type=None,
+            tags=untagged(t),
+        )  # fmt: skip
 
     def retype(new_type: TabletType) -> Callable[[Tablet], Tablet | None]:
+        target = TabletType.REPLICA if new_type == TabletType.SPARE else None
+
         def fn(t: Tablet) -> Tablet | None:
-            if t.type == new_type and t.primary_term_start_time == 0:
+            if (t.type, t.primary_term_start_time, t.target_type, t.tags) == (
+                new_type, 0, target, untagged(t)
+            ):  # fmt: skip
                 return None
-            return dataclasses.replace(t, type=new_type, primary_term_start_time=0)
+            return dataclasses.replace(
+                t, type=new_type, primary_term_start_time=0, target_type=target,
+                tags=untagged(t),
+            )  # fmt: skip
 
         return fn
 

@@ -15,14 +15,13 @@ from typing import Any
 
 from mysqlctl.client import ServerStatus
 from topo.records import Tablet, TabletType
-from workflows.common import probe, read_shard, repoint
+from workflows.common import NEEDS_REBUILD_TAG, STOPPED_BY_OPERATOR_TAG, probe, read_shard, repoint
 from workflows.env import ProgressFn, WorkflowEnv
 from workflows.errors import PreconditionError
 from workflows.run import WorkflowRun
 
 ACTION_REPARENT_TABLET = "ReparentTablet"
-# Tablet tag set by StopReplication: replication is stopped on purpose, do not restart it.
-STOPPED_BY_OPERATOR_TAG = "replication_stopped_by"
+__all__ = ["NEEDS_REBUILD_TAG", "STOPPED_BY_OPERATOR_TAG"]  # re-exported from workflows.common
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,13 @@ async def stop_replication(env: WorkflowEnv, alias: str) -> dict[str, Any]:
     stopped (an operator stopping a replica for maintenance means it) until StartReplication
     or ReparentTablet."""
     tablet = await env.store.get_tablet(alias)
+    shard = await env.store.get_shard(tablet.keyspace, tablet.shard)
+    if tablet.type == TabletType.PRIMARY or shard.primary_alias == alias:
+        raise PreconditionError(
+            f"{alias} is the primary of {shard.key}: it replicates from nobody, so there is no "
+            "replication to stop (StopReplication is for replicas)",
+            tablet=alias,
+        )
     await env.mysql(tablet).stop_replication()
     await _mark_stopped_by_operator(env, alias, True)
     return {"tablet": alias, "replication": "stopped"}
@@ -163,4 +169,40 @@ async def shard_replication_positions(
                 errant=None if s.errant.is_empty() else s.errant.encode(),
             )
         )
+    return out
+
+
+async def transactions_missing_on(env: WorkflowEnv, tablet: Tablet, primary: Tablet) -> str:
+    """The transactions `tablet` holds that `primary` never had, readable ("" if none): what
+    keeps a returning old primary from rejoining as a replica (it must be rebuilt).
+
+    MariaDB positions keep one GTID per domain, so a server that diverged can look contained
+    once the new primary has moved past the same sequence number; `gtid_binlog_state` keeps the
+    last GTID of every (domain, server) pair, which shows exactly which ones are missing."""
+    mine, theirs = env.mysql(tablet), env.mysql(primary)
+    flavor = await mine.flavor()
+    if flavor.name == "MariaDB":
+        query = "SELECT @@GLOBAL.gtid_binlog_state AS state"
+        have, has = await asyncio.gather(mine.fetch_one(query), theirs.fetch_one(query))
+        own = _binlog_state(str((have or {}).get("state") or ""))
+        primary_state = _binlog_state(str((has or {}).get("state") or ""))
+        missing = []
+        for (domain, server_id), seq in sorted(own.items()):
+            known = primary_state.get((domain, server_id), 0)
+            if known < seq:
+                first = f"{domain}-{server_id}-{known + 1}"
+                missing.append(first if known + 1 == seq else f"{first}..{seq}")
+        return ", ".join(missing)
+    status, position = await asyncio.gather(mine.status(), theirs.primary_position())
+    extra = status.position.difference(position)
+    return "" if extra.is_empty() else extra.encode()
+
+
+def _binlog_state(text: str) -> dict[tuple[int, int], int]:
+    """`0-101-5,0-102-9` -> {(0, 101): 5, (0, 102): 9}."""
+    out: dict[tuple[int, int], int] = {}
+    for item in text.replace("\n", ",").split(","):
+        if item.strip():
+            domain, server_id, seq = (int(x) for x in item.strip().split("-"))
+            out[(domain, server_id)] = seq
     return out

@@ -115,6 +115,7 @@ async def _delete_tablet(ctx: CommandContext, a: dict[str, Any]) -> Any:
 async def _change_tablet_type(ctx: CommandContext, a: dict[str, Any]) -> Any:
     from orchestrator import views
     from topo.records import Durability, TabletType
+    from workflows.common import NEEDS_REBUILD_TAG
     from workflows.errors import PreconditionError
 
     store = ctx.service.store
@@ -131,10 +132,15 @@ async def _change_tablet_type(ctx: CommandContext, a: dict[str, Any]) -> Any:
                 tablet=tablet.alias,
             )
         old_type = tablet.type
+        # An operator's type is final: no target type, and a `needs_rebuild` mark (a tablet
+        # that came back with errant GTIDs) is the operator's to lift, here.
         updated = await store.update_tablet_fields(
             tablet.alias,
             lambda t: None if t.type == new_type and t.target_type is None
-            else dataclasses.replace(t, type=new_type, target_type=None),
+            and NEEDS_REBUILD_TAG not in t.tags
+            else dataclasses.replace(t, type=new_type, target_type=None,
+                                     tags={k: v for k, v in t.tags.items()
+                                           if k != NEEDS_REBUILD_TAG}),
             lock.fence,
         )  # fmt: skip
         if old_type != new_type:

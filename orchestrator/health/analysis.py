@@ -40,7 +40,12 @@ The analyses, in the order they matter:
   - ErrantTransactions: the replica has transactions its primary never had. Report only.
   - UnhealthyTablet: a replica or rdonly tablet failing `unhealthy_checks` checks in a row ->
     type spare (keeping its type in target_type), so it leaves the serving graph.
-  - SpareTabletHealthy: a spare tablet with a target_type answers again -> back to that type.
+  - SpareTabletHealthy: a spare tablet with a target_type answers again -> back to that type
+    (an old primary made spare by a failover has target type replica; the recovery first checks
+    that it holds no transaction the primary lacks, then the replication analyses repoint it).
+  - NeedsRebuild: a spare tablet that came back with transactions the shard never had (errant
+    GTIDs, found by that check and kept in its `needs_rebuild` tag). Report only: its data must
+    be rebuilt, never silently rejoined.
 
 Replication problems are only judged while the primary answers: with the primary gone, every
 replica looks broken and the one fix that matters is the failover.
@@ -55,7 +60,7 @@ from typing import Any
 
 from mysqlctl.client import ServerStatus
 from topo.records import LockInfo, Shard, Tablet, TabletType
-from workflows.replication import STOPPED_BY_OPERATOR_TAG
+from workflows.replication import NEEDS_REBUILD_TAG, STOPPED_BY_OPERATOR_TAG
 
 # Tablets that replicate from the primary and whose replication the health checks maintain.
 REPLICATING_TYPES = frozenset({TabletType.REPLICA, TabletType.RDONLY})
@@ -79,6 +84,7 @@ class ProblemKind(enum.StrEnum):
     ERRANT_TRANSACTIONS = "ErrantTransactions"
     UNHEALTHY_TABLET = "UnhealthyTablet"
     SPARE_TABLET_HEALTHY = "SpareTabletHealthy"
+    NEEDS_REBUILD = "NeedsRebuild"
 
 
 @dataclass(frozen=True)
@@ -233,7 +239,10 @@ def analyze(
                     )
                 )
             continue
-        if t.type == TabletType.SPARE and t.target_type not in (None, TabletType.SPARE):
+        if t.type == TabletType.SPARE and t.tags.get(NEEDS_REBUILD_TAG):
+            detail = f"needs rebuild: {t.tags[NEEDS_REBUILD_TAG]}"
+            out.append(problem(ProblemKind.NEEDS_REBUILD, t.alias, detail))
+        elif t.type == TabletType.SPARE and t.target_type not in (None, TabletType.SPARE):
             assert t.target_type is not None
             out.append(
                 problem(

@@ -15,7 +15,8 @@ from may be a cycle old:
                               the shard lock, so it never races a reparent
     ReplicationStopped     -> START SLAVE          } by that lock
     UnhealthyTablet        -> type spare (target_type keeps the old type)
-    SpareTabletHealthy     -> back to target_type
+    SpareTabletHealthy     -> back to target_type, unless it holds transactions the primary
+                              never had: then it stays spare, tagged needs_rebuild (NeedsRebuild)
     anything else          -> reported, nothing done
 
 With `disable_active_reparents` an external tool owns failover and, as the Vitess documentation
@@ -65,7 +66,7 @@ from topo.lock import ShardLock
 from topo.records import Keyspace, LockInfo, Tablet, TabletType, WorkflowRecord, WorkflowStatus
 from workflows.common import ShardView, read_shard, set_primary_serving
 from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
-from workflows.replication import reparent_tablet
+from workflows.replication import NEEDS_REBUILD_TAG, reparent_tablet, transactions_missing_on
 from workflows.resume import RESUMABLE, rerun
 
 if TYPE_CHECKING:
@@ -547,30 +548,61 @@ class Recoveries:
         return await self._retype(p, fn, "unhealthy")
 
     async def _from_spare(self, p: Problem) -> str:
+        """A spare tablet answers again: back to its target type. One that would replicate
+        (an old primary made spare by a failover, typically) must first hold nothing the
+        primary lacks; if it does, it stays spare, tagged needs_rebuild with the GTIDs."""
+
         def fn(t: Tablet) -> Tablet | None:
             if t.type != TabletType.SPARE or t.target_type in (None, TabletType.SPARE):
                 return None
             return dataclasses.replace(t, type=t.target_type, target_type=None)
 
-        return await self._retype(p, fn, "healthy again")
+        async def check(lock: ShardLock, view: ShardView) -> str | None:
+            tablet, primary = view.tablet(p.tablet or ""), view.primary
+            if tablet.target_type not in REPLICATING_TYPES or primary is None:
+                return None
+            missing = await transactions_missing_on(self.service.env, tablet, primary)
+            if not missing:
+                return None
+            why = f"errant GTIDs {missing} that the primary {primary.alias} never had"
 
-    async def _retype(self, p: Problem, fn: Callable[[Tablet], Tablet | None], why: str) -> str:
+            def tag(t: Tablet) -> Tablet | None:
+                if t.tags.get(NEEDS_REBUILD_TAG) == why:
+                    return None
+                return dataclasses.replace(t, tags={**t.tags, NEEDS_REBUILD_TAG: why})
+
+            lock.check()
+            await self.store.update_tablet_fields(tablet.alias, tag, lock.fence)
+            log.warning(f"{tablet.alias} stays spare: needs rebuild: {why}")
+            return f"{tablet.alias} stays spare: needs rebuild: {why}"
+
+        return await self._retype(p, fn, "healthy again", before=check)
+
+    async def _retype(
+        self, p: Problem, fn: Callable[[Tablet], Tablet | None], why: str,
+        before: Callable[[ShardLock, ShardView], Awaitable[str | None]] | None = None,
+    ) -> str:  # fmt: skip
+        """Change a tablet's type under the lock; `before` may refuse (its answer is then the
+        recovery's result)."""
         assert p.tablet is not None
         alias = p.tablet
 
         async def work(lock: ShardLock, view: ShardView) -> str:
-            before = view.tablet(alias)
+            refused = await before(lock, view) if before is not None else None
+            if refused is not None:
+                return refused
+            before_rec = view.tablet(alias)
             after = await self.store.update_tablet_fields(alias, fn, lock.fence)
-            if after.type == before.type:
+            if after.type == before_rec.type:
                 raise _Skipped(f"{alias} already is {after.type.value}")
             await self.store.rebuild_serving_graph(p.keyspace, lock.fence)
             await self.checker.publish(
                 events.TABLET_TYPE_CHANGED,
                 {"alias": alias, "keyspace": p.keyspace, "shard": p.shard,
-                 "from": before.type.value, "to": after.type.value, "reason": why,
+                 "from": before_rec.type.value, "to": after.type.value, "reason": why,
                  "detail": p.detail},
             )  # fmt: skip
-            return f"{alias}: {before.type.value} -> {after.type.value} ({why})"
+            return f"{alias}: {before_rec.type.value} -> {after.type.value} ({why})"
 
         return await self._locked(p, work)
 
