@@ -36,6 +36,8 @@ from topo.store import TopoStore
 
 log = structlog.get_logger(__name__)
 
+LOST_REVOKE_TIMEOUT_S = 1.0
+
 
 class ShardLock:
     """`async with ShardLock(store, ks, shard, action=...) as lock:` holds the shard lock.
@@ -197,8 +199,11 @@ class ShardLock:
             if time.monotonic() >= expires:
                 break
             try:
-                ttl_left = await self.store.kv.refresh_lease(lease_id)
-            except TopoError:
+                # Bounded by the lease itself: a refresh stuck on a silent network (the store's
+                # own timeouts can be longer than the TTL) must not outlive the lease.
+                async with asyncio.timeout(max(expires - time.monotonic(), 0.0)):
+                    ttl_left = await self.store.kv.refresh_lease(lease_id)
+            except (TopoError, TimeoutError):
                 continue  # keep trying until the lease would have expired
             if ttl_left <= 0:
                 break
@@ -216,6 +221,9 @@ class ShardLock:
                 await self._keepalive
             self._keepalive = None
         if self.info is not None and self._fence is not None:
-            with contextlib.suppress(TopoError):
-                await self.store.kv.revoke_lease(self.info.lease_id)
+            # A lost lease is gone or about to be: revoking it is only a courtesy, and must not
+            # hold the holder's exit up on the very network that lost it.
+            with contextlib.suppress(TopoError, TimeoutError):
+                async with asyncio.timeout(LOST_REVOKE_TIMEOUT_S if self._lost else None):
+                    await self.store.kv.revoke_lease(self.info.lease_id)
         self._fence = None
