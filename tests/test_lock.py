@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.tcp_proxy import TcpProxy
 from topo.errors import LockLostError, LockTimeoutError, NotLockedError
+from topo.kv import Fence
 from topo.lock import ShardLock
 from topo.records import Keyspace, Shard
 from topo.store import TopoStore
@@ -160,3 +162,99 @@ async def test_holder_whose_lease_is_revoked_is_cancelled_with_lock_lost(topo: T
     finally:
         task.cancel()
         await operator.close()
+
+
+@pytest.mark.slow
+async def test_lock_held_longer_than_its_ttl_stays_held(topo: TopoStore) -> None:
+    """The keep-alive refreshes the lease: held for three TTLs, the lock is still the same key
+    (same fencing token), nobody else can take it, and a fenced write still goes through."""
+    await make_shard(topo)
+    other = TopoStore([topo.kv.endpoint], root=topo.root, instance_id="other")
+    ttl = 1
+    try:
+        async with ShardLock(topo, "commerce", "0", action="LongHold", ttl=ttl) as lock:
+            token = lock.fence.create_revision
+            # Three TTLs: without refreshes etcd would have expired the lease twice over.
+            deadline = time.monotonic() + 3 * ttl
+            while time.monotonic() < deadline:
+                info = await topo.get_lock("commerce", "0")
+                assert info is not None, "the lock key vanished while held"
+                assert info.create_revision == token
+                await asyncio.sleep(0.2)
+            assert not lock.lost
+            with pytest.raises(LockTimeoutError):
+                async with ShardLock(other, "commerce", "0", action="Other", timeout=0.3):
+                    pass
+            await topo.update_shard_fields(
+                "commerce", "0", set_primary("zone1-101"), fence=lock.fence
+            )
+        assert (await topo.get_shard("commerce", "0")).primary_alias == "zone1-101"
+    finally:
+        await other.close()
+
+
+@pytest.mark.slow
+async def test_lock_whose_refreshes_are_blocked_is_lost_before_its_lease_expires(
+    topo: TopoStore,
+) -> None:
+    """A silent network cut between the holder and etcd (a proxy that stops forwarding, the
+    store's own 5 s operation timeout in place): the holder marks the lock lost and is
+    cancelled by the time its lease can have expired, never later, so it takes no side effect
+    while someone else may hold the lock; once the lease is gone the lock is free for others
+    and the old holder's fenced writes are refused."""
+    await make_shard(topo)
+    host, port = topo.kv.endpoint.rsplit(":", 1)
+    proxy = await TcpProxy.start(host, int(port))
+    holder_store = TopoStore([proxy.endpoint], root=topo.root, instance_id="cut-off-holder")
+    ttl = 2
+    steps: list[str] = []
+    locked = asyncio.Event()
+    lock = ShardLock(holder_store, "commerce", "0", action="LongWorkflow", ttl=ttl)
+
+    async def workflow() -> None:
+        async with lock:
+            steps.append("locked")
+            locked.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                stopped_at.append(time.monotonic())
+                raise
+            steps.append("side effect after the lease could have expired")
+
+    stopped_at: list[float] = []
+    task = asyncio.create_task(workflow())
+    try:
+        await asyncio.wait_for(locked.wait(), 5)
+        frozen_at = time.monotonic()
+        proxy.freeze()
+        with pytest.raises(LockLostError):
+            await asyncio.wait_for(asyncio.shield(task), ttl + 10)
+        exited_after = time.monotonic() - frozen_at
+        assert stopped_at, "the holder was not cancelled"
+        stopped_after = stopped_at[0] - frozen_at
+        print(f"holder cut from etcd: stopped {stopped_after:.2f}s after the cut, out of its "
+              f"lock block after {exited_after:.2f}s (ttl {ttl}s)")  # fmt: skip
+        # The last refresh was at most ttl/3 before the cut: etcd may expire the lease as soon
+        # as `ttl` after the cut, so the holder must have stopped by then (0.5 s of slack for
+        # a loaded machine's event loop).
+        assert stopped_after <= ttl + 0.5, (
+            f"the holder still believed it held the lock {stopped_after:.2f}s after the cut"
+        )
+        assert steps == ["locked"]
+        async with ShardLock(topo, "commerce", "0", action="Next", timeout=ttl + 5) as nxt:
+            assert nxt.fence.create_revision != lock.info.create_revision  # type: ignore[union-attr]
+            proxy.thaw()
+            with pytest.raises(LockLostError):
+                await topo.update_shard_fields(
+                    "commerce",
+                    "0",
+                    set_primary("zone1-109"),
+                    fence=Fence(lock.key, lock.info.create_revision),  # type: ignore[union-attr]
+                )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        proxy.thaw()
+        await holder_store.close()
+        await proxy.close()
