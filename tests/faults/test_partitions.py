@@ -44,10 +44,12 @@ from orchestrator.local.cluster import ClusterSpec, ClusterState, TabletProcess
 from orchestrator.local.etcd import EtcdServer
 from orchestrator.local.mariadb import MariadbServer, start_mariadb
 from tests.fixtures_cluster import Shard, Writer
+from tests.fixtures_mysql import mysql_params_for
 from tests.fixtures_service import RunningService, ServiceFactory
 from tests.helpers.health import FAST, first_write_after_failure, recoveries, wait_for
 from tests.helpers.health import start_service as start_fast_service
 from tests.helpers.netns import NetnsHost, as_gid
+from tests.helpers.split_brain import SplitBrainWatcher
 from topo.records import Durability, TabletType
 from workflows.env import WorkflowEnv
 
@@ -73,6 +75,18 @@ class NsShard:
         s = self.shard.server(PRIMARY)
         user, password = (s.app_user, s.app_password) if app else (s.admin_user, s.admin_password)
         return MysqlParams(self.net.addr_b, s.port, user, password, **timeouts)
+
+    def watcher(self, *, commit_on: frozenset[str] = frozenset()) -> SplitBrainWatcher:
+        """A split-brain watcher reaching the primary through path B, the replicas directly."""
+
+        def params(alias: str, app: bool) -> MysqlParams:
+            if alias == PRIMARY:
+                return self.primary_via_b(app=app)
+            return (
+                self.shard.app_params(alias) if app else mysql_params_for(self.shard.server(alias))
+            )
+
+        return SplitBrainWatcher(self.shard, params=params, commit_on=commit_on)
 
 
 @dataclass
@@ -177,8 +191,10 @@ async def test_orchestrator_cut_from_primary_triggers_no_failover(
     health = rs.service.health
     writer = PathBWriter(shard, net=net)
     writer.start()
+    watch = ns.watcher()
     try:
         await writer.wait_acked(20)
+        await watch.start()
         before = await shard.store.get_shard("commerce", "0")
 
         cut_at = time.monotonic()
@@ -221,10 +237,14 @@ async def test_orchestrator_cut_from_primary_triggers_no_failover(
         await writer.wait_acked(10)
     finally:
         await writer.stop()
+        await watch.stop()
+    watch.assert_no_split_brain()
+    # Nothing moved: no write was refused or lost its server (path B stayed up).
+    writer.check_errors()
     print(f"\norchestrator cut from the primary: first failed check after {noticed_s * 1000:.0f}"
           f" ms, PrimaryUnreachableFromOrchestrator after {analysed_s * 1000:.0f} ms; no action"
           f" in {window_s:.1f} s while {len(during)} writes went through path B and replicated;"
-          f" healed: shard healthy again after {healthy_s * 1000:.0f} ms")  # fmt: skip
+          f" healed: shard healthy again after {healthy_s * 1000:.0f} ms; {watch.summary()}")  # fmt: skip
     assert await shard.check_invariants() == PRIMARY
     for alias in REPLICAS:
         await writer.wait_all_on(alias)
@@ -243,9 +263,13 @@ async def test_primary_cut_from_everyone_fails_over_and_is_fenced_when_back(
     # it through path B (unreachable until the network comes back, then it must refuse).
     probe = OldPrimaryProbe(ns.primary_via_b(app=True, connect_timeout=0.2, query_timeout=1.0))
     old = MysqlClient(ns.primary_via_b(app=False, query_timeout=2.0))
+    # The cut-off primary keeps read_only = 0 until it is fenced once back: for it, only an
+    # acknowledged commit is a write taken (semi-sync: it cannot get one).
+    watch = ns.watcher(commit_on=frozenset({PRIMARY}))
     writer.start()
     try:
         await writer.wait_acked(50)
+        await watch.start()
         cut_at = time.monotonic()
         await net.cut_all()
         await wait_for(lambda: problem_kinds(rs)[:1] == [ProblemKind.DEAD_PRIMARY.value], 15,
@@ -296,13 +320,18 @@ async def test_primary_cut_from_everyone_fails_over_and_is_fenced_when_back(
         await writer.stop()
         await probe.stop()
         await old.close()
+        await watch.stop()
+    watch.assert_no_split_brain()
+    # The primary's server is cut (no answer in time, or a lost connection) until ERS moves
+    # the serving graph.
+    writer.check_errors("timeout", "unreachable")
 
     print(f"\nprimary cut from everyone: DeadPrimary after {dead_s:.1f} s, {new_primary} primary "
           f"in the Shard record after {failover_s:.1f} s, first write on it after "
           f"{first_write - cut_at:.1f} s; network back after {healed_at - cut_at:.1f} s: old "
           f"primary read-only and spare after {fenced_s * 1000:.0f} ms; probe of the old "
           f"primary: {probe.summary()}; {len(writer.acked)} writes acknowledged, "
-          f"{writer.errors} failed")  # fmt: skip
+          f"{writer.errors} failed {dict(writer.error_kinds)}; {watch.summary()}")  # fmt: skip
     print("recoveries:", recovery_lines(rs))
     assert probe.acked == [], (
         f"the old primary acknowledged app writes after the failover: {probe.acked}"

@@ -44,7 +44,8 @@ import pytest
 
 from tests.fixtures_cluster import Shard, ShardFactory, Writer
 from tests.helpers.service_proc import ServiceProc, reap, start_ctl
-from tests.workflows.test_crash_points import external_switch
+from tests.helpers.split_brain import SplitBrainWatcher
+from tests.workflows.test_crash_points import WRITE_FAILURES, external_switch
 from topo.records import WorkflowStatus
 from workflows.faults import ENV_VAR, KNOWN_POINTS
 
@@ -187,8 +188,10 @@ async def test_service_killed_at_fault_point_converges_after_restart(
     log1, log2, ctl_log = (tmp_path / n for n in ("serve-1.log", "serve-2.log", "ctl.log"))
     services: list[ServiceProc] = []
     ctl = None
+    watch = SplitBrainWatcher(shard)
     try:
         await _wait_acked(writer, 20)
+        await watch.start()
         settings = dict(case.settings)
         first = await ServiceProc.start(shard, log1, env={**settings, ENV_VAR: case.point})
         services.append(first)
@@ -219,10 +222,14 @@ async def test_service_killed_at_fault_point_converges_after_restart(
         await _wait_acked(writer, acked + 10)
     finally:
         await writer.stop()
+        await watch.stop()
         if ctl is not None and ctl.returncode is None:
             await reap(ctl, 1)
         for s in services:
             await s.stop()
+
+    watch.assert_no_split_brain()
+    writer.check_errors(*WRITE_FAILURES)
 
     assert primary in case.expect, f"{case.point}: converged onto {primary}, want {case.expect}"
     assert await shard.check_invariants() == primary
@@ -235,6 +242,7 @@ async def test_service_killed_at_fault_point_converges_after_restart(
         f"\nSERVICE-CRASH {case.point:<18} killed (rc -9) "
         f"{killed_at - first.started_at:5.2f}s after start; restart -> converged in "
         f"{took:5.2f}s ({_what_it_did(services[-1])}); primary {primary}; "
-        f"interrupted {interrupted}; {len(writer.acked)} writes acknowledged, none lost",
+        f"interrupted {interrupted}; {len(writer.acked)} writes acknowledged, none lost; "
+        f"failures {dict(writer.error_kinds)}; {watch.summary()}",
         flush=True,
     )

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import aiohttp
 
-from orchestrator.local.ports import free_port
 from tests.fixtures_cluster import Shard
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,9 +55,11 @@ class ServiceProc:
     async def start(
         cls, shard: Shard, log_path: Path, *, env: dict[str, str] | None = None
     ) -> ServiceProc:
-        """Start `orchestrator serve` for `shard` on a free port; returns once /readyz is 200."""
+        """Start `orchestrator serve` for `shard`; returns once /readyz is 200.
+
+        The child binds port 0 itself and logs the port it got ("HTTP API listening"), which
+        is read back from its log: no port is chosen here and bound later by someone else."""
         creds = shard.env.creds
-        port = free_port()
         root = shard.state.spec.root
         full_env = _clean_env(
             {"ORC_MYSQL_USER": creds.user, "ORC_MYSQL_PASSWORD": creds.password,
@@ -66,16 +67,43 @@ class ServiceProc:
         )  # fmt: skip
         args = [sys.executable, "-m", "orchestrator", "serve",
                 "--etcd", ",".join(shard.state.etcd_endpoints), "--root", root,
-                "--listen", f"127.0.0.1:{port}"]  # fmt: skip
+                "--listen", "127.0.0.1:0"]  # fmt: skip
         started = time.monotonic()
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as logf:
             proc = await asyncio.create_subprocess_exec(
                 *args, cwd=REPO, env=full_env, stdout=logf, stderr=logf,
                 stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
-        sp = cls(proc, f"http://127.0.0.1:{port}", log_path, root, started)
-        await sp._wait_ready()
+        sp = cls(proc, "", log_path, root, started)
+        try:
+            port = await sp._wait_port(log_offset)
+            sp.url = f"http://127.0.0.1:{port}"
+            await sp._wait_ready()
+        except BaseException:
+            await sp.stop()
+            raise
         return sp
+
+    async def _wait_port(self, log_offset: int, timeout: float = 30) -> int:
+        """The port the child logged it listens on (its log from `log_offset` on)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None:
+                raise RuntimeError(
+                    f"orchestrator serve exited (rc {self.proc.returncode}):\n{self.log_tail(3000)}"
+                )
+            with open(self.log_path, "rb") as f:
+                f.seek(log_offset)
+                for line in f.read().decode(errors="replace").splitlines():
+                    with contextlib.suppress(ValueError, AttributeError):
+                        ev = json.loads(line)
+                        if ev.get("event") == "HTTP API listening" and ev.get("port"):
+                            return int(ev["port"])
+            await asyncio.sleep(0.05)
+        raise RuntimeError(
+            f"orchestrator serve logged no port after {timeout}s:\n{self.log_tail()}"
+        )
 
     @property
     def pid(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+from tests.helpers.ports import refused_port
 from tests.service import command, error_code, get
 
 
@@ -214,15 +215,15 @@ async def test_serving_graph_watch_delivers_the_new_primary_after_prs(
 async def test_etcd_unavailable_is_503_for_reads_and_readyz(
     shard_factory, service_factory, http
 ) -> None:
-    from orchestrator.local.ports import free_port
-
     shard = await shard_factory(tablets=1)
-    url = (await service_factory(shard, etcd_endpoints=(f"127.0.0.1:{free_port()}",))).url
-    status, body = await get(http, url, "/healthz")
-    assert status == 200
-    status, body = await get(http, url, "/readyz")
-    assert (status, error_code(body)) == (503, "UNAVAILABLE")
-    status, body = await get(http, url, "/api/v1/keyspaces/commerce/shards/0")
-    assert (status, error_code(body)) == (503, "UNAVAILABLE")
-    status, body = await command(http, url, "GetShard", {"keyspace_shard": "commerce/0"})
-    assert (status, error_code(body)) == (503, "UNAVAILABLE")
+    # An etcd endpoint where connections are refused (the port held by this test meanwhile).
+    with refused_port() as port:
+        url = (await service_factory(shard, etcd_endpoints=(f"127.0.0.1:{port}",))).url
+        status, body = await get(http, url, "/healthz")
+        assert status == 200
+        status, body = await get(http, url, "/readyz")
+        assert (status, error_code(body)) == (503, "UNAVAILABLE")
+        status, body = await get(http, url, "/api/v1/keyspaces/commerce/shards/0")
+        assert (status, error_code(body)) == (503, "UNAVAILABLE")
+        status, body = await command(http, url, "GetShard", {"keyspace_shard": "commerce/0"})
+        assert (status, error_code(body)) == (503, "UNAVAILABLE")

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator import cli
 from orchestrator.commands import COMMANDS
-from orchestrator.local.ports import free_port
+from tests.helpers.ports import refused_port
 from topo.lock import ShardLock
 
 
@@ -166,8 +166,9 @@ async def test_ctl_token_server_and_usage_errors(shard_factory, service_factory)
     )
     assert r.code == 0 and r.json["primary_alias"] == "zone1-101", r.stderr
 
-    dead = f"http://127.0.0.1:{free_port()}"
-    r = await ctl(dead, "ShowLocks")
+    with refused_port() as port:  # held by this process, connections refused
+        dead = f"http://127.0.0.1:{port}"
+        r = await ctl(dead, "ShowLocks")
     assert r.code == 3 and f"cannot reach the orchestrator at {dead}" in r.stderr
 
     r = await ctl(url, "PlannedReparentShard")  # missing positional

@@ -20,25 +20,25 @@ from orchestrator.events import REPARENT_STARTED, REPARENT_SUCCEEDED
 from orchestrator.signing import EVENT_ID_HEADER, SignatureError, verify
 from tests.fixtures_cluster import Shard, ShardFactory
 from tests.fixtures_service import RunningService, ServiceFactory
+from tests.helpers.ports import reserve_port
 
 SECRET = "outbox-secret"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Receiver:
-    """A webhook receiver on a fixed port that can be stopped and started again; it records
-    every event it is sent and checks each one's signature."""
+    """A webhook receiver on a port of its own that can be stopped and started again (the port
+    stays bound by this process meanwhile, refusing connections); it records every event it is
+    sent and checks each one's signature."""
 
-    port: int = field(default_factory=free_port)
     received: list[dict[str, Any]] = field(default_factory=list)
     bad_signatures: list[str] = field(default_factory=list)
+    _sock: socket.socket = field(default_factory=reserve_port)
     _runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1])
 
     @property
     def url(self) -> str:
@@ -65,12 +65,20 @@ class Receiver:
         app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        self._sock.listen()
+        self._sock.setblocking(False)
+        await web.SockSite(self._runner, self._sock).start()
 
     async def stop(self) -> None:
+        """Down again; the port is re-bound at once (not listening), so it stays ours."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            port = self.port
+            await self._runner.cleanup()  # closes the listening socket
             self._runner = None
+            self._sock = reserve_port(port)
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 @pytest.fixture
@@ -84,6 +92,7 @@ async def receivers() -> AsyncIterator[Callable[[], Receiver]]:
     yield make
     for r in made:
         await r.stop()
+        r.close()
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
