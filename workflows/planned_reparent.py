@@ -14,7 +14,8 @@ Steps (the write-unavailability window is marked; only what must be inside it is
   8. demote the old primary: read-only, read its position
   9. the elect waits for that position; if it cannot in time: undo (old primary writable and
      serving again) and fail
- 10. promote the elect: replication reset, semi-sync per durability, writable
+ 10. promote the elect: replication reset, semi-sync per durability, writable; if that fails:
+     fence the elect, old primary writable and serving again, elect repointed at it, and fail
   --- window closes
  11. in parallel: publish the new primary in topology (old primary -> replica), repoint every
      replica and the old primary, write the journal row on the new primary
@@ -158,9 +159,12 @@ async def planned_reparent_shard(
             )
         except (MysqlError, TimeoutError) as e:
             await run.step("undo_failed_promotion", _undo_promotion(env, view, elect.alias, run))
+            rejoined = await run.step(
+                "repoint_failed_elect", _rejoin(env, view, elect), detail=elect.alias
+            )
             raise AbortedError(
                 f"promoting {elect.alias} failed ({e}); it was fenced read-only and "
-                f"{primary.alias} is writable and serving again",
+                f"{primary.alias} is writable and serving again; {rejoined}",
                 tablet=elect.alias,
             ) from e
         window_ms = round((time.monotonic() - window_start) * 1000, 2)
@@ -246,6 +250,20 @@ async def _undo_demotion(env: WorkflowEnv, view: ShardView, run: WorkflowRun) ->
     assert view.primary is not None
     await env.mysql(view.primary).set_read_only(False)
     await set_primary_serving(env, view, True, run.fence)
+
+
+async def _rejoin(env: WorkflowEnv, view: ShardView, elect: Tablet) -> str:
+    """The fenced elect replicates from the old primary again (its promotion had reset its
+    replication): the shard is left as before, not with an orphaned replica. Best effort: a
+    failure is reported, the health checks repair it later."""
+    assert view.primary is not None
+    failed = await repoint_all(env, view, [elect], view.primary)
+    if failed:
+        return (
+            f"{elect.alias} could not be repointed at {view.primary.alias}: "
+            f"{describe_errors(failed)}"
+        )
+    return f"{elect.alias} replicates from {view.primary.alias} again"
 
 
 async def _undo_promotion(env: WorkflowEnv, view: ShardView, elect: str, run: WorkflowRun) -> None:
