@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 
-from mysqlctl.errors import MysqlServerError
+from mysqlctl.errors import MysqlServerError, MysqlUnreachableError
 from mysqlctl.journal import read_journal
 from tests.fixtures_cluster import Shard, ShardFactory, Writer
+from tests.helpers.split_brain import SplitBrainWatcher
 from topo.records import TabletType, WorkflowStatus
 from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
 from workflows.errors import (
@@ -379,3 +382,66 @@ async def test_prs_undoes_demotion_when_the_elect_dies_after_demotion(
         await planned_reparent_shard(env, prs(shard, new_primary="zone1-102"))
     await assert_unchanged(shard, "zone1-101", types)
     assert await shard.check_invariants() == "zone1-101"
+
+
+async def test_prs_whose_promotion_fails_half_way_fences_the_elect_before_undoing(
+    shard_factory: ShardFactory,
+) -> None:
+    """The elect's promotion statements run on the real server (it is writable), then the
+    connection fails before PRS learns the outcome. The undo fences the elect read-only first,
+    then makes the old primary writable and serving again: never two writable servers, the
+    topology unchanged, no acknowledged write lost."""
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    types = await shard.types()
+    writer = Writer(shard)
+    writer.start()
+    env = shard.env_with()
+    elect = env.mysql(await shard.tablet("zone1-102"))
+    real_promote = elect.promote
+    promoted: list[bool] = []
+
+    async def promote_then_lose_the_connection(**kw: Any) -> Any:
+        await real_promote(**kw)
+        promoted.append(not (await shard.admin("zone1-102").status()).read_only)
+        await asyncio.sleep(0.3)  # the elect writable, for several samples of the watcher
+        raise MysqlUnreachableError("connection lost after the promotion statements")
+
+    elect.promote = promote_then_lose_the_connection  # type: ignore[method-assign]
+    old_primary = env.mysql(await shard.tablet("zone1-101"))
+    real_set_read_only = old_primary.set_read_only
+    writable_at_unfence: list[list[str]] = []
+
+    async def unfence_checked(on: bool, **kw: Any) -> None:
+        if not on:  # the undo makes the old primary writable: is the elect fenced by now?
+            writable_at_unfence.append(await shard.writable())
+        await real_set_read_only(on, **kw)
+
+    old_primary.set_read_only = unfence_checked  # type: ignore[method-assign]
+    try:
+        await writer.wait_acked(20)
+        async with SplitBrainWatcher(shard) as watch:
+            with pytest.raises(AbortedError, match="fenced read-only") as e:
+                await planned_reparent_shard(env, prs(shard, new_primary="zone1-102"))
+            assert e.value.tablet == "zone1-102"
+            assert promoted == [True], "the elect was not really made writable"
+            assert writable_at_unfence == [[]], (
+                f"writable when the old primary was made writable again: {writable_at_unfence}"
+            )
+            assert await shard.check_invariants() == "zone1-101"
+            await writer.wait_acked(20)  # the old primary takes writes again
+    finally:
+        await writer.stop()
+    writer.check_errors("read_only")  # refused by the demoted primary meanwhile
+    record = await shard.store.get_workflow(
+        next(w.id for w in await shard.store.list_workflows() if w.action.startswith("Planned"))
+    )
+    steps = {s.name: s.status for s in record.steps}
+    assert steps["promote_elect"] == "failed" and steps["undo_failed_promotion"] == "done", steps
+    assert (await shard.admin("zone1-102").status()).read_only
+    await assert_unchanged(shard, "zone1-101", types)
+    for alias in shard.aliases:
+        await writer.wait_all_on(alias)
+    assert await writer.missing_on("zone1-101") == []
+    print(f"failed promotion undone: {watch.summary()}; {len(writer.acked)} writes acknowledged, "
+          f"failures {dict(writer.error_kinds)}")  # fmt: skip
