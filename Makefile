@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-# Starts etcd, 3 MariaDB servers and the orchestrator service on loopback, then a demo reparent.
+# Starts etcd, 3 MariaDB servers, a migration target and the service on loopback, then a demo
+# reparent and a demo migration task (its query-status is printed).
 run: setup
-	@$(VENV)/bin/orchestrator local up --dir $(LOCAL_DIR) --demo
+	@$(VENV)/bin/orchestrator local up --dir $(LOCAL_DIR) --target --demo
 
 stop:
 	@test -x $(VENV)/bin/orchestrator && $(VENV)/bin/orchestrator local down --dir $(LOCAL_DIR) || true

@@ -33,7 +33,12 @@ def add_local_parser(sub: Any) -> None:
     up.add_argument("--target", action="store_true",
                     help="also start a writable MariaDB server, not a tablet, as the downstream "
                     "of migration tasks")  # fmt: skip
-    up.add_argument("--demo", action="store_true", help="then run a demo PlannedReparentShard")
+    up.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="also start N migration worker processes (default 0: the service's "
+                    "in-process worker)")  # fmt: skip
+    up.add_argument("--demo", action="store_true",
+                    help="then run a demo PlannedReparentShard (and, with --target, a demo "
+                    "migration task)")  # fmt: skip
     up.set_defaults(func=_local_up)
     down = lsub.add_parser(
         "down", help="stop what runs now in --dir (data kept: `up` starts it again)"
@@ -71,12 +76,17 @@ def _local_up(args: argparse.Namespace) -> int:
         durability=Durability.parse(args.durability),
         service=not args.no_service,
         target=args.target,
+        workers=args.workers,
     )
 
     async def run() -> dict[str, Any]:
         state = await cluster.up(args.dir, spec)
         if args.demo:
             await _demo(state)
+            if state.target is not None and state.api_url:
+                from orchestrator.local.demo import demo_migration
+
+                await demo_migration(state)
         return await cluster.describe(state)
 
     doc = asyncio.run(run())
@@ -127,6 +137,11 @@ def _print_next_steps(doc: dict[str, Any]) -> None:
             f"  .venv/bin/orchestrator local kill --dir {doc['dir']} {t[0]['alias']}"
             "   # a failover drill",
         ]
+        if doc.get("target"):
+            lines += [
+                f"  .venv/bin/orchestrator ctl{server} query-status demo-merge",
+                f"  .venv/bin/orchestrator ctl{server} pause-task demo-merge",
+            ]
     lines += [
         f"  mariadb -h127.0.0.1 -P{t[0]['mysql_port']} -u{doc['mysql_user']} "
         f"-p{doc['mysql_password']}",

@@ -56,6 +56,8 @@ class ClusterSpec:
     root: str = "/vt"
     # One more MariaDB server, writable, not a tablet: the downstream of migration tasks.
     target: bool = False
+    # Migration workers of their own (`orchestrator worker`); 0: the service's in-process one.
+    workers: int = 0
 
     def __post_init__(self) -> None:
         check_keyspace(self.keyspace)
@@ -63,6 +65,8 @@ class ClusterSpec:
             check_cell(c)
         if not 1 <= self.tablets_per_shard <= 50:
             raise InvalidArgumentError("tablets per shard must be between 1 and 50")
+        if not 0 <= self.workers <= 20:
+            raise InvalidArgumentError("workers must be between 0 and 20")
         shard_names(self.shards)
 
 
@@ -119,9 +123,18 @@ class ClusterState:
             if "serve" in p.argv and procs.environ_of(p.pid).get(procs.LOCAL_DIR_ENV) == d
         ]  # fmt: skip
 
+    def worker_procs(self) -> list[procs.Proc]:
+        """The cluster's own migration worker processes running now (`up --workers N`)."""
+        d = str(self.dir)
+        return [
+            p for p in procs.processes()
+            if "worker" in p.argv and procs.environ_of(p.pid).get(procs.LOCAL_DIR_ENV) == d
+        ]  # fmt: skip
+
     def running(self) -> list[str]:
         """What runs now, as `name (pid N)` strings (empty when the cluster is stopped)."""
         out = [f"orchestrator service (pid {p.pid})" for p in self.service_procs()]
+        out += [f"migration worker (pid {p.pid})" for p in self.worker_procs()]
         for srv in self.servers():
             if srv.refresh():
                 out.append(f"{srv.name} mariadbd (pid {srv.pid})")
@@ -206,6 +219,7 @@ async def up(
         await _register_and_init(state)
         if spec.service:
             await start_service(state)
+        await start_workers(state)
     except BaseException:
         log("start-up failed; stopping what was started")
         await down(dir)
@@ -247,6 +261,7 @@ async def resume(dir: Path, spec: ClusterSpec) -> ClusterState:
         await _reinit(state)
         if spec.service:
             await start_service(state, port=_old_port(state.api_url))
+        await start_workers(state)
     except BaseException:
         log("start-up failed; stopping what was started")
         await down(dir)
@@ -367,6 +382,8 @@ async def start_service(state: ClusterState, port: int | None = None) -> None:
     creds = state.credentials()
     env = {**os.environ, "ORC_MYSQL_USER": creds.user, "ORC_MYSQL_PASSWORD": creds.password,
            procs.LOCAL_DIR_ENV: str(state.dir)}  # fmt: skip
+    if state.spec.workers:  # worker processes of their own run the migration subtasks
+        env["ORC_WORKER_ENABLED"] = "false"
     args = [sys.executable, "-m", "orchestrator", "serve",
             "--etcd", ",".join(state.etcd_endpoints), "--root", state.spec.root,
             "--listen", f"127.0.0.1:{port}"]  # fmt: skip
@@ -380,6 +397,22 @@ async def start_service(state: ClusterState, port: int | None = None) -> None:
     state.save()
     await _wait_http(state.api_url + "/readyz", proc, state.dir / SERVICE_LOG)
     log(f"orchestrator service at {state.api_url}")
+
+
+async def start_workers(state: ClusterState) -> None:
+    """`orchestrator worker --name wN` for N = 1..spec.workers, logs in the state dir."""
+    creds = state.credentials()
+    env = {**os.environ, "ORC_MYSQL_USER": creds.user, "ORC_MYSQL_PASSWORD": creds.password,
+           procs.LOCAL_DIR_ENV: str(state.dir)}  # fmt: skip
+    for i in range(1, state.spec.workers + 1):
+        args = [sys.executable, "-m", "orchestrator", "worker", "--name", f"w{i}",
+                "--etcd", ",".join(state.etcd_endpoints), "--root", state.spec.root]  # fmt: skip
+        with open(state.dir / f"worker-w{i}.log", "ab") as logf:
+            proc = subprocess.Popen(
+                args, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        log(f"migration worker w{i} started (pid {proc.pid})")
 
 
 async def _wait_http(url: str, proc: subprocess.Popen[bytes], logfile: Path) -> None:
@@ -408,6 +441,9 @@ async def down(dir: Path) -> list[str]:
     if state is None and not dir.exists():
         raise FileNotFoundError(f"no local cluster in {dir} ({STATE_FILE} not found)")
     if state is not None:
+        workers = state.worker_procs()
+        await procs.stop_pids([p.pid for p in workers], 10)
+        stopped += [f"migration worker (pid {p.pid})" for p in workers]
         services = state.service_procs()
         await procs.stop_pids([p.pid for p in services], 10)
         stopped += [f"orchestrator service (pid {p.pid})" for p in services]
@@ -512,6 +548,11 @@ async def describe(state: ClusterState) -> dict[str, Any]:
         ],
         # The migration downstream (`up --target`): same credentials, writable, no tablet.
         "target": {"mysql_host": target.host, "mysql_port": target.port} if target else None,
+        "workers": [
+            {"pid": p.pid, "name": p.argv[p.argv.index("--name") + 1]}
+            for p in state.worker_procs()
+            if "--name" in p.argv
+        ],
     }
 
 
