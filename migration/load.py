@@ -81,7 +81,12 @@ async def run_load(
         # 6. done
         cp = await _commit(ctx, target, cp, load_state=LOAD_DONE)
         ctx.report(
-            load={"progress": "100.00 %", "rows": total, "safeModeUntil": cp.safe_mode_until}
+            load={
+                "progress": "100.00 %",
+                "rows": total,
+                "state": LOAD_DONE,
+                "safeModeUntil": cp.safe_mode_until,
+            }
         )
         ctx.log.info("load done", rows=total, sync_from=cp.gtid, safe_mode_until=cp.safe_mode_until)
         await src.rollback()
