@@ -5,22 +5,32 @@ URL has acknowledged them; a URL that already acknowledged is not sent an event 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from orchestrator.events import REPARENT_STARTED, REPARENT_SUCCEEDED
+from orchestrator.events import (
+    RECOVERY_RUN,
+    REPARENT_FAILED,
+    REPARENT_STARTED,
+    REPARENT_SUCCEEDED,
+    TABLET_TYPE_CHANGED,
+)
 from orchestrator.signing import EVENT_ID_HEADER, SignatureError, verify
 from tests.fixtures_cluster import Shard, ShardFactory
 from tests.fixtures_service import RunningService, ServiceFactory
+from tests.helpers.health import FAST, wait_for
 from tests.helpers.ports import reserve_port
+from tests.helpers.service_proc import ServiceProc
 
 SECRET = "outbox-secret"
 
@@ -241,3 +251,139 @@ async def test_only_the_leader_delivers_and_followers_track_depth(
     await until(delivered, 15, "delivery by the leader")
     assert a.service.events.delivered_count == 1
     assert b.service.events.delivered_count == 0
+
+
+@dataclass
+class FlakyReceiver(Receiver):
+    """Refuses (HTTP 500) the first `fail` attempts, then acknowledges; remembers when each
+    attempt came, per event id."""
+
+    fail: int = 0
+    attempts: dict[str, list[float]] = field(default_factory=dict)
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        event_id = request.headers.get(EVENT_ID_HEADER, "")
+        tries = self.attempts.setdefault(event_id, [])
+        tries.append(time.monotonic())
+        if sum(len(t) for t in self.attempts.values()) <= self.fail:
+            return web.Response(status=500, text="not now")
+        return await super()._hook(request)
+
+
+async def test_a_receiver_that_fails_n_times_gets_each_event_once_with_growing_gaps(
+    shard_factory: ShardFactory, service_factory: ServiceFactory
+) -> None:
+    shard = await shard_factory(tablets=1)
+    receiver = FlakyReceiver(fail=5)
+    await receiver.start()
+    try:
+        opts = {"webhook_secret": SECRET, "webhook_urls": (receiver.url,),
+                "recoveries_enabled": False}  # fmt: skip
+        rs = await service_factory(shard, **opts)
+        await leader(rs)
+        published = [await rs.service.events.publish("test.event", {"n": n}) for n in range(3)]
+
+        async def all_delivered() -> bool:
+            return receiver.ids >= set(published) and not await outbox(shard)
+
+        await until(all_delivered, 30, "every event delivered after the receiver's failures")
+    finally:
+        await receiver.stop()
+        receiver.close()
+    ours = [e["id"] for e in receiver.received if e["kind"] == "test.event"]
+    assert ours == published, "each event acknowledged exactly once, in order"
+    assert receiver.bad_signatures == []
+    # The first event took every failure: its retries come at growing intervals (backoff).
+    tries = receiver.attempts[published[0]]
+    assert len(tries) == 6, tries
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    print("gaps between tries (s):", [round(g, 3) for g in gaps])
+    assert all(b > a for a, b in itertools.pairwise(gaps)), f"gaps do not grow: {gaps}"
+    assert gaps[-1] >= 4 * gaps[0], f"no exponential backoff: {gaps}"
+    # The later events were each sent once: no failure left for them.
+    assert [len(receiver.attempts[i]) for i in published[1:]] == [1, 1]
+
+
+async def test_events_survive_a_sigkill_of_the_delivering_instance(
+    shard_factory: ShardFactory, tmp_path: Path
+) -> None:
+    shard = await shard_factory(tablets=3)
+    receiver = Receiver()  # down: the port is held, connections refused
+    env = {"ORC_WEBHOOK_SECRET": SECRET, "ORC_WEBHOOK_URLS": receiver.url,
+           "ORC_DISABLE_ACTIVE_REPARENTS": "false"}  # fmt: skip
+    procs: list[ServiceProc] = []
+    try:
+        first = await ServiceProc.start(shard, tmp_path / "serve-1.log", env=env)
+        procs.append(first)
+        await first.wait_leader(shard)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"{first.url}/api/v1/commands/PlannedReparentShard",
+                json={"keyspace_shard": "commerce/0", "new_primary": "zone1-102"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+        queued = await outbox(shard)
+        kinds = [e["kind"] for e in queued if e["kind"].startswith("reparent.")]
+        assert kinds == [REPARENT_STARTED, REPARENT_SUCCEEDED], kinds
+
+        first.proc.kill()  # SIGKILL while it keeps retrying the delivery
+        assert await first.wait_exit(10) == -9
+        assert {e["id"] for e in await outbox(shard)} == {e["id"] for e in queued}
+
+        await receiver.start()
+        second = await ServiceProc.start(shard, tmp_path / "serve-2.log", env=env)
+        procs.append(second)
+        await second.wait_leader(shard, timeout=20)  # the dead leader's key expires first
+
+        async def delivered() -> bool:
+            return receiver.ids >= {e["id"] for e in queued} and not await outbox(shard)
+
+        await until(delivered, 30, "the events queued before the SIGKILL to be delivered")
+    finally:
+        for p in procs:
+            await p.stop()
+        await receiver.stop()
+        receiver.close()
+    assert receiver.bad_signatures == []
+    got = [e["id"] for e in receiver.received if e["id"] in {q["id"] for q in queued}]
+    assert sorted(got) == sorted(e["id"] for e in queued), "an event lost or repeated"
+
+
+async def test_failed_reparents_type_changes_and_recoveries_are_emitted(
+    shard_factory: ShardFactory,
+    service_factory: ServiceFactory,
+    receivers: Callable[[], Receiver],
+    http: aiohttp.ClientSession,
+) -> None:
+    shard = await shard_factory(tablets=3)
+    receiver = receivers()
+    await receiver.start()
+    rs = await service_factory(shard, webhook_secret=SECRET, webhook_urls=(receiver.url,), **FAST)
+    await leader(rs)
+
+    # A reparent that fails: its precondition does not hold.
+    async with http.post(
+        f"{rs.url}/api/v1/commands/PlannedReparentShard",
+        json={
+            "keyspace_shard": "commerce/0",
+            "new_primary": "zone1-102",
+            "expected_primary": "zone1-103",
+        },
+    ) as resp:
+        assert resp.status == 409, await resp.text()  # fmt: skip
+    # A replica that dies: the health checks make it spare (a recovery, and a type change).
+    shard.server("zone1-103").kill()
+
+    def kinds() -> set[str]:
+        return {e["kind"] for e in receiver.received}
+
+    await wait_for(lambda: {REPARENT_FAILED, TABLET_TYPE_CHANGED, RECOVERY_RUN} <= kinds(), 20,
+                   "reparent.failed, tablet.type_changed and recovery.run")  # fmt: skip
+    failed = next(e for e in receiver.received if e["kind"] == REPARENT_FAILED)
+    assert failed["payload"]["action"] == "PlannedReparentShard"
+    assert "zone1-103" in failed["payload"]["error"], failed
+    changed = next(e for e in receiver.received if e["kind"] == TABLET_TYPE_CHANGED)
+    assert changed["payload"]["alias"] == "zone1-103" and changed["payload"]["to"] == "spare"
+    run = [e["payload"] for e in receiver.received if e["kind"] == RECOVERY_RUN]
+    assert any(p.get("tablet") == "zone1-103" for p in run), run
+    assert receiver.bad_signatures == []
