@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from migration.aio import cancel_and_wait
 from migration.store import Binding, MigrationStore, TaskRecord, WorkerRecord
 from topo.errors import BadVersionError, NodeExistsError, TopoError
 
@@ -119,6 +120,4 @@ class Scheduler:
                 async with asyncio.timeout(SAFETY_PASS_S):
                     await changed.wait()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(BaseException):
-                await watcher
+            await cancel_and_wait(watcher)

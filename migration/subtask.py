@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from migration.aio import cancel_and_wait
 from migration.checkpoint import LOAD_DONE, LOAD_NEW, Checkpoint
 from migration.context import SubtaskContext
 from migration.errors import (
@@ -96,12 +97,12 @@ class SubtaskRunner:
                     return
                 backoff = BACKOFF_MIN_S
         finally:
-            flusher.cancel()
-            with contextlib.suppress(BaseException):
-                await flusher
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await ctx.flush_status()
+            try:
+                await cancel_and_wait(flusher)
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2):
+                        await ctx.flush_status()
 
     async def _run_once(self) -> bool:
         """Steps 1-4 once; True when the subtask is finished (full mode). A source switch
@@ -134,9 +135,7 @@ class SubtaskRunner:
                 try:
                     cp = await Syncer(ctx, target, self.server).run(cp, switch)
                 finally:
-                    watcher.cancel()
-                    with contextlib.suppress(BaseException):
-                        await watcher
+                    await cancel_and_wait(watcher)
                 ctx.log.info("source changed; switching at a transaction boundary",
                              was=self.server.describe(), checkpoint=cp.gtid)  # fmt: skip
                 await ctx.faults.hit("sync.during_switch")

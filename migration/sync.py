@@ -20,12 +20,12 @@ Steps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fnmatch
 import time
 from collections.abc import Awaitable
 from typing import Any
 
+from migration.aio import cancel_and_wait
 from migration.binlog import BinlogReader, Heartbeat, reader_server_id
 from migration.checkpoint import Checkpoint
 from migration.conflicts import key_conflict
@@ -325,9 +325,7 @@ async def _first(aw: Awaitable[Any], event: asyncio.Event) -> Any:
         done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task)
         return None
     finally:
         waiter.cancel()

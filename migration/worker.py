@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from migration.aio import cancel_and_wait
 from migration.context import Credentials, SubtaskContext
 from migration.faults import FaultPoints
 from migration.spec import parse_task
@@ -142,9 +143,7 @@ class Worker:
                     async with asyncio.timeout(2.0):
                         await changed.wait()
             finally:
-                watcher.cancel()
-                with contextlib.suppress(BaseException):
-                    await watcher
+                await cancel_and_wait(watcher)
 
     async def reconcile(self) -> None:
         tasks = {t.name: t for t in await self.mstore.list_tasks()}
@@ -190,9 +189,7 @@ class Worker:
         r = self.running.pop(key, None)
         if r is None:
             return
-        r.task.cancel()
-        with contextlib.suppress(BaseException):
-            await r.task
+        await cancel_and_wait(r.task)
         self.log.info("subtask stopped", task=key[0], source=key[1], epoch=r.binding.epoch)
 
     async def _stop_all(self) -> None:

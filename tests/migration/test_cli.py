@@ -1,0 +1,116 @@
+"""The migration commands through the real CLI (`orchestrator ctl`, as a subprocess) and the
+service's HTTP API: the task file is read on the client, results are DM's JSON on stdout,
+errors one line on stderr, and exit codes say what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures_cluster import eventually
+from tests.fixtures_service import ServiceFactory
+from tests.migration.conftest import (
+    PARTS,
+    TARGET,
+    MigrationCluster,
+    merge_task,
+    seed,
+    wait_target_equals,
+)
+
+
+async def ctl(url: str, *args: str) -> tuple[int, dict | None, str]:
+    """(exit code, the JSON on stdout or None, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orchestrator", "ctl", "--server", url, "--quiet", *args,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    doc = json.loads(out) if out.strip() else None
+    assert proc.returncode is not None
+    return proc.returncode, doc, err.decode()
+
+
+async def test_task_lifecycle_through_the_cli(
+    mcluster: MigrationCluster, service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    mc = mcluster
+    await seed(mc, 300)
+    svc = await service_factory(mc)  # type: ignore[arg-type]
+    task = tmp_path / "task.yaml"
+    task.write_text(merge_task(mc))
+
+    code, doc, err = await ctl(svc.url, "check-task", str(task))
+    assert code == 0, err
+    assert doc is not None and doc["result"] is True
+    assert doc["targets"]["shard_db.shard_table"] == [
+        f"{mc.keyspace}/-80:shard_db_1.shard_table_1",
+        f"{mc.keyspace}/80-:shard_db_2.shard_table_1",
+    ]
+
+    code, doc, err = await ctl(svc.url, "start-task", str(task))
+    assert code == 0, err
+    assert doc is not None and [s["source"] for s in doc["sources"]] == [
+        f"{mc.keyspace}/-80", f"{mc.keyspace}/80-",
+    ]  # fmt: skip
+    await wait_target_equals(mc, PARTS, TARGET)
+
+    code, doc, err = await ctl(svc.url, "start-task", str(task))
+    assert code == 1 and "ALREADY_EXISTS" in err and "merge-orders" in err
+
+    code, doc, err = await ctl(
+        svc.url, "pause-task", "merge-orders", "--source", f"{mc.keyspace}/-80"
+    )
+    assert code == 0, err
+
+    async def stages() -> list[str]:
+        _, d, _ = await ctl(svc.url, "query-status", "merge-orders")
+        assert d is not None
+        return [e["subTaskStatus"][0]["stage"] for e in d["sources"]]
+
+    async def paused_one() -> bool:
+        return await stages() == ["Paused", "Running"]
+
+    await eventually(paused_one, 10, "shard -80's subtask to pause")
+    code, doc, err = await ctl(svc.url, "resume-task", "merge-orders")
+    assert code == 0, err
+
+    async def running() -> bool:
+        return await stages() == ["Running", "Running"]
+
+    await eventually(running, 10, "both subtasks to run")
+    code, doc, err = await ctl(svc.url, "query-status")
+    assert code == 0 and doc is not None
+    assert [t["taskName"] for t in doc["tasks"]] == ["merge-orders"]
+
+    code, doc, err = await ctl(svc.url, "stop-task", "merge-orders")
+    assert code == 0, err
+    code, doc, err = await ctl(svc.url, "query-status", "merge-orders")
+    assert code == 1 and "NOT_FOUND" in err and "merge-orders" in err
+
+
+async def test_cli_errors_are_one_line_with_the_right_exit_code(
+    mcluster: MigrationCluster, service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    mc = mcluster
+    svc = await service_factory(mc)  # type: ignore[arg-type]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(merge_task(mc).replace("do-dbs", "do-db"))
+    code, doc, err = await ctl(svc.url, "check-task", str(bad))
+    assert code == 1 and doc is None
+    assert (
+        "error: INVALID_ARGUMENT: block-allow-list.do-db: unknown key (did you mean 'do-dbs'?)"
+        in err
+    )
+    assert "Traceback" not in err
+    code, _, err = await ctl(svc.url, "start-task", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "cannot read the task file" in err
+    code, _, err = await ctl(svc.url, "pause-task", "not a name")
+    assert code == 1 and "malformed task name" in err
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(merge_task(mc))  # no tables exist yet: every route matches nothing
+    code, _, err = await ctl(svc.url, "check-task", str(failing))
+    assert code == 1 and "FAILED_PRECONDITION" in err and "routes[0]" in err
