@@ -305,3 +305,46 @@ async def test_rerun_electing_another_tablet_never_leaves_two_writable_servers(
     print(f"\nRERUN {point} {promoted} -> {other}: writable at promotion {seen[0]}", flush=True)
     assert await shard.check_invariants() == other
     assert await writer.missing_on(other) == []
+
+
+@pytest.mark.parametrize("point", ["isp.after_promote", "isp.after_journal"])
+async def test_forced_init_shard_primary_onto_another_tablet_crashed_at_point_converges(
+    shard_factory: ShardFactory, point: str
+) -> None:
+    """InitShardPrimary --force moving a quiesced shard (no write in flight: it moves no data,
+    so it refuses an elect that lacks a transaction) from zone1-101 to zone1-102, SIGKILLed at
+    `point`; the same command rerun converges on zone1-102 with every acknowledged write, and
+    the application writes there afterwards."""
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    writer = Writer(shard)
+    writer.start()
+    await _wait_acked(writer, 20)
+    await writer.stop()
+    for alias in ("zone1-102", "zone1-103"):
+        await writer.wait_all_on(alias)  # quiesced: every tablet holds every write
+    args = {"keyspace": KS, "shard": SHARD, "primary": "zone1-102", "force": True}
+    after = Writer(shard, _next_id=10**6)
+    try:
+        async with SplitBrainWatcher(shard) as watch:
+            child = await run_child(shard, "InitShardPrimary", args, point)
+            assert child.returncode == -9, (
+                f"{point}: child was not SIGKILLed (rc {child.returncode})\n"
+                f"stdout: {child.stdout}\nstderr (tail): {child.stderr[-3000:]}"
+            )
+            result, lock_wait = await rerun(shard, "InitShardPrimary", args)
+            assert result["new_primary"] == "zone1-102", result
+            assert await shard.check_invariants() == "zone1-102"
+            after.start()
+            await _wait_acked(after, 20)
+    finally:
+        await after.stop()
+    after.check_errors(*WRITE_FAILURES)
+    assert await shard.check_invariants() == "zone1-102"
+    assert await writer.missing_on("zone1-102") == []
+    assert await after.missing_on("zone1-102") == []
+    for alias in ("zone1-101", "zone1-103"):
+        await after.wait_all_on(alias)
+    print(f"\nCRASH {point} forced move 101 -> 102: rerun waited {lock_wait:.2f}s for the lock; "
+          f"{len(writer.acked)} writes before, {len(after.acked)} after, none lost; "
+          f"{watch.summary()}", flush=True)  # fmt: skip
