@@ -35,6 +35,7 @@ from tests.fixtures_mysql import (
     mysql_params_for,
     wait_replicating,
 )
+from tests.helpers.ports import refused_port
 
 ER_OPTION_PREVENTS_STATEMENT = 1290  # read_only refused the write
 
@@ -160,7 +161,9 @@ async def test_wait_for_position_times_out_cleanly_when_sql_thread_stopped(
     with pytest.raises(WaitTimeoutError) as timed_out:
         await replica1.wait_for_position(position, 1.0)
     elapsed = time.monotonic() - started
-    assert 0.9 < elapsed < 1.5
+    # Gives up at its deadline, not before, and does not hang (by how much it overruns the
+    # deadline is a figure of `python -m bench.timeouts`).
+    assert 0.9 < elapsed < 5.0
     assert timed_out.value.address == replica1.address
     assert timed_out.value.target == position
     assert timed_out.value.reached is not None
@@ -171,15 +174,23 @@ async def test_wait_for_position_times_out_cleanly_when_sql_thread_stopped(
 
 
 async def test_wait_for_position_does_not_block_other_calls(replicated_trio: Trio) -> None:
-    _, (primary, replica1, _) = replicated_trio
+    servers, (primary, replica1, _) = replicated_trio
     await replica1.execute("STOP SLAVE SQL_THREAD")
     await create_table(primary)
     position = await primary.primary_position()
     waiting = asyncio.create_task(replica1.wait_for_position(position, 5))
-    await asyncio.sleep(0.1)
-    started = time.monotonic()
+
+    # The wait is running on the replica (its statement is in the replica's process list).
+    async with MysqlClient(mysql_params_for(servers[1])) as other:
+        deadline = time.monotonic() + 5
+        while not (await other.fetch_all(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%MASTER_GTID_WAIT%'"
+            " AND ID <> CONNECTION_ID()"
+        )):  # fmt: skip
+            assert time.monotonic() < deadline, "the position wait never started"
+            await asyncio.sleep(0.01)
     assert (await replica1.status()).replication is not None  # health checks keep working
-    assert time.monotonic() - started < 0.5
+    assert not waiting.done(), "status() returned only after the position wait ended"
     await replica1.start_replication()
     await waiting
 
@@ -226,7 +237,7 @@ async def test_wait_relay_applied_fails_fast_when_sql_thread_is_stopped(
     started = time.monotonic()
     with pytest.raises(ReplicationError, match="SQL thread stopped"):
         await replica1.wait_relay_applied(5)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 4, "waited out its 5 s deadline instead of failing"
 
 
 # -- promotion and repointing -------------------------------------------------------------------
@@ -322,17 +333,17 @@ async def test_direct_write_on_replica_is_reported_errant(replicated_trio: Trio)
 
 async def test_semi_sync_switches_are_reflected_in_status(replicated_trio: Trio) -> None:
     _, (primary, replica1, _) = replicated_trio
-    await primary.set_semi_sync(primary=True, replica=False, timeout_ms=2000)
+    await primary.set_semi_sync(primary=True, replica=False, timeout_ms=10_000)
     await replica1.set_semi_sync(primary=False, replica=True)
     status = await primary.status()
     assert (status.semi_sync_primary, status.semi_sync_replica) == (True, False)
     status = await replica1.status()
     assert (status.semi_sync_primary, status.semi_sync_replica) == (False, True)
     await wait_replicating(replica1)  # the IO thread was restarted to pick the change up
-    # With an acking replica, a commit does not wait out the semi-sync timeout.
+    # With an acking replica, a commit does not wait out the (10 s) semi-sync timeout.
     started = time.monotonic()
     await create_table(primary)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 5
     row = await primary.fetch_one("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_clients'")
     assert row is not None and int(row["Value"]) == 1
 
@@ -370,7 +381,8 @@ async def test_journal_on_primary_replicates_and_reads_newest_first(replicated_t
     started = time.monotonic()
     with pytest.raises(WaitTimeoutError) as timed_out:
         await wait_for_journal_entry(replica2, third.time_created_ns, 0.3)
-    assert time.monotonic() - started < 1.0
+    # Keeps its 0.3 s deadline and does not hang (the overrun is a bench.timeouts figure).
+    assert 0.3 <= time.monotonic() - started < 5
     assert timed_out.value.address == replica2.address
 
 
@@ -378,16 +390,17 @@ async def test_journal_on_primary_replicates_and_reads_newest_first(replicated_t
 
 
 async def test_refused_port_is_unreachable_fast() -> None:
-    port = free_port()
-    client = MysqlClient(MysqlParams("127.0.0.1", port, "orc", "x"))
-    started = time.monotonic()
-    with pytest.raises(MysqlUnreachableError) as refused:
-        await client.connect()
-    assert time.monotonic() - started < 2.0
-    assert refused.value.address == f"127.0.0.1:{port}"
-    with pytest.raises(MysqlUnreachableError):
-        await client.status()  # every call, not just connect
-    await client.close()
+    with refused_port() as port:  # held by this test: nobody can be listening there
+        # A refused connection is reported at once, not after the (here 30 s) connect timeout.
+        client = MysqlClient(MysqlParams("127.0.0.1", port, "orc", "x", connect_timeout=30))
+        started = time.monotonic()
+        with pytest.raises(MysqlUnreachableError) as refused:
+            await client.connect()
+        assert time.monotonic() - started < 5
+        assert refused.value.address == f"127.0.0.1:{port}"
+        with pytest.raises(MysqlUnreachableError):
+            await client.status()  # every call, not just connect
+        await client.close()
 
 
 @pytest.fixture
@@ -405,11 +418,16 @@ def silent_listener() -> Iterator[int]:
 async def test_server_that_never_answers_is_unreachable_within_connect_timeout(
     silent_listener: int,
 ) -> None:
-    client = MysqlClient(MysqlParams("127.0.0.1", silent_listener, "orc", "x", connect_timeout=0.5))
+    client = MysqlClient(
+        MysqlParams("127.0.0.1", silent_listener, "orc", "x", connect_timeout=0.5,
+                    query_timeout=30)
+    )  # fmt: skip
     started = time.monotonic()
     with pytest.raises(MysqlUnreachableError, match="no answer"):
         await client.status()
-    assert 0.45 < time.monotonic() - started < 0.9
+    # The connect timeout (0.5 s) applies, not the 30 s query timeout; by how much it is
+    # overrun is a figure of `python -m bench.timeouts`.
+    assert 0.45 < time.monotonic() - started < 5
     await client.close()
 
 
@@ -420,8 +438,9 @@ async def test_slow_query_times_out_and_client_recovers(
     async with MysqlClient(mysql_params_for(server, query_timeout=0.5)) as client:
         started = time.monotonic()
         with pytest.raises(MysqlTimeoutError) as timed_out:
-            await client.fetch_all("SELECT SLEEP(3)")
-        assert time.monotonic() - started < 1.5
+            await client.fetch_all("SELECT SLEEP(30)")
+        # Its 0.5 s timeout, not the statement's 30 s (overrun: a bench.timeouts figure).
+        assert 0.5 <= time.monotonic() - started < 5
         assert timed_out.value.address == server.address
         assert await client.fetch_one("SELECT 1 AS one") == {"one": 1}
         # The abandoned statement was killed on the server, not left running.
@@ -475,13 +494,14 @@ async def test_replication_to_unknown_source_reports_io_error(
 ) -> None:
     (server,) = await mariadb_factory(1)
     async with MysqlClient(mysql_params_for(server)) as client:
-        await client.set_replication_source(
-            "127.0.0.1", free_port(), user="orc", password="x", semi_sync=False
-        )
-        deadline = time.monotonic() + 5
-        while not (replication := await replication_of(client)).last_io_error:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        with refused_port() as port:  # held by this test: no server can be there
+            await client.set_replication_source(
+                "127.0.0.1", port, user="orc", password="x", semi_sync=False
+            )
+            deadline = time.monotonic() + 5
+            while not (replication := await replication_of(client)).last_io_error:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
         assert not replication.io_running
         with pytest.raises(ValueError):
             await client.set_replication_source(

@@ -65,7 +65,9 @@ async def test_prs_waiting_for_a_busy_shard_times_out_naming_the_holder(
         started = time.monotonic()
         with pytest.raises(LockTimeoutError, match="PlannedReparentShard") as e:
             await planned_reparent_shard(impatient, prs(shard, "zone1-103"))
-        assert time.monotonic() - started < 2
+        # Gives up after its own 0.3 s lock timeout, not when the holder (up to 10 s) is done;
+        # the overrun of a lock wait is a figure of `python -m bench.timeouts`.
+        assert time.monotonic() - started < 5
         holder = e.value.holder
         running = [w for w in await shard.store.list_workflows() if w.status.value == "running"]
         assert [w.id for w in running] == [holder.workflow_id]  # type: ignore[attr-defined]
