@@ -38,7 +38,7 @@ from mysqlctl.errors import MysqlError, MysqlServerError, MysqlTimeoutError, Mys
 from mysqlctl.session import Session
 from topo.errors import TopoError
 
-BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0
 SWITCH_DEBOUNCE_S = 0.05
 # Server errors that are a server's passing state rather than our mistake: retried.
 _TRANSIENT_SERVER_CODES = frozenset({1205, 1213, 1290, 1927, 1053, 2013})
@@ -81,12 +81,13 @@ class SubtaskRunner:
                         if self.on_pause is not None:
                             await _maybe_await(self.on_pause(e))
                         return
-                    ctx.log.info("subtask retrying", error=str(e), backoff_s=backoff)
-                    ctx.report_error(e, stage=Stage.RUNNING)
+                    outage = self._outage(e)
+                    ctx.log.info("subtask retrying", error=str(outage), backoff_s=backoff)
+                    ctx.report_error(outage, stage=Stage.RUNNING)
                     if (
                         self.server is not None
                         and self.server.alias
-                        and _source_side(e, self.server)
+                        and isinstance(outage, SourceUnavailableError)
                     ):
                         self._avoid.add(self.server.alias)
                     await asyncio.sleep(backoff)
@@ -140,6 +141,18 @@ class SubtaskRunner:
                              was=self.server.describe(), checkpoint=cp.gtid)  # fmt: skip
                 await ctx.faults.hit("sync.during_switch")
                 self._avoid.clear()
+
+    def _outage(self, e: BaseException) -> BaseException:
+        """A retryable error as the person on call reads it: which side is away (the source's
+        server or the target), whatever layer noticed first."""
+        if isinstance(e, SourceUnavailableError | TargetUnavailableError):
+            return e
+        address = getattr(e, "address", None)
+        if address is not None and address == self.ctx.spec.target.address:
+            return TargetUnavailableError(f"target {address}: {e}")
+        if self.server is not None and address == self.server.address:
+            return SourceUnavailableError(f"source {self.server.describe()}: {e}")
+        return e
 
     async def _resolve(self) -> SourceServer:
         current = self.server.alias if self.server else None
@@ -206,9 +219,6 @@ def _retryable(e: BaseException) -> bool:
     return isinstance(e, TimeoutError | ConnectionError)
 
 
-def _source_side(e: BaseException, server: SourceServer) -> bool:
-    address = getattr(e, "address", None)
-    return isinstance(e, SourceUnavailableError) or address == server.address
 
 
 async def _maybe_await(value: object) -> None:
