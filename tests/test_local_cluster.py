@@ -320,6 +320,8 @@ def test_benchmark_leaves_no_server_behind(tmp_path: Path) -> None:
         try:
             wait_until(lambda: len([p for p in servers_using(tmp_path)
                                     if p.name == "mariadbd"]) >= 3, timeout=60)  # fmt: skip
+            # Not a wait for a condition: any moment of the run will do, once its servers are
+            # up; half a second lands it in the middle of its first reparents.
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)

@@ -210,6 +210,21 @@ class SplitBrainWatcher:
             pass  # refused by read_only, or no answer in time: not a write the server took
         self.samples.append(Sample(alias, sent, time.monotonic(), bool(how), how or "read_only=1"))
 
+    async def wait_samples(self, n: int = 3, timeout: float = 10.0) -> None:
+        """Until every tablet has been sampled `n` more times (instead of sleeping)."""
+
+        def counts() -> dict[str, int]:
+            out = dict.fromkeys(self.shard.aliases, 0)
+            for smp in self.samples:
+                out[smp.alias] = out.get(smp.alias, 0) + 1
+            return out
+
+        start = counts()
+        deadline = time.monotonic() + timeout
+        while any(c < start[a] + n for a, c in counts().items()):
+            assert time.monotonic() < deadline, f"the watcher took no {n} samples in {timeout}s"
+            await asyncio.sleep(self.period_s / 2)
+
     def _spans(self) -> list[_Span]:
         spans = []
         by_alias: dict[str, list[Sample]] = {}

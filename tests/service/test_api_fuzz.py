@@ -67,6 +67,9 @@ def no_server_error_but_documented_ones(ctx: Any, response: Any, case: Any) -> N
             assert _allowed_5xx(path, last["status"], last), f"stream of {path} ended in {last}"
 
 
+FUZZ_TIMEOUT_S = 110
+
+
 async def test_generated_requests_never_get_an_undocumented_server_error(
     shard_factory, service_factory, tmp_path: Path
 ) -> None:
@@ -96,7 +99,16 @@ async def test_generated_requests_never_get_an_undocumented_server_error(
         *args, cwd=REPO, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=150)
+    try:
+        # Well inside pytest's own timeout (150 s), so that a hung run fails here, with the
+        # fuzzer stopped, rather than being killed by pytest with the fuzzer left running.
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=FUZZ_TIMEOUT_S)
+    except TimeoutError:
+        raise AssertionError(f"schemathesis did not finish within {FUZZ_TIMEOUT_S} s") from None
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     text = out.decode(errors="replace")
     print(text[-4000:])
     print(f"schemathesis took {time.monotonic() - started:.1f}s")

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from orchestrator import metrics
 from orchestrator.events import (
     RECOVERY_RUN,
     REPARENT_FAILED,
@@ -118,6 +119,11 @@ async def outbox(shard: Shard) -> list[dict[str, Any]]:
     return [json.loads(kv.value) for kv in kvs]
 
 
+def failed_deliveries() -> float:
+    """Failed delivery attempts so far, in this process (the services run in-process)."""
+    return float(metrics.WEBHOOK_DELIVERIES.labels("failed")._value.get())
+
+
 async def leader(running: RunningService) -> None:
     async def is_leader() -> bool:
         return running.service.is_leader
@@ -154,7 +160,9 @@ async def test_events_survive_receiver_outage_and_service_restart(
     assert [e["kind"] for e in reparent_events] == [REPARENT_STARTED, REPARENT_SUCCEEDED]
     published += [e["id"] for e in reparent_events]
     assert set(published) <= {e["id"] for e in queued}
-    await asyncio.sleep(1.0)  # a few failed delivery attempts
+    failed_before = failed_deliveries()
+    await wait_for(lambda: failed_deliveries() >= failed_before + 2, 10,
+                   "a few failed delivery attempts")  # fmt: skip
     assert bus.delivered_count == 0
 
     await first.stop()
@@ -168,7 +176,9 @@ async def test_events_survive_receiver_outage_and_service_restart(
     await until(depth_seen, 5, "the restarted service to see the whole outbox")
     before = {e["id"] for e in await outbox(shard)}
     assert set(published) <= before
-    await asyncio.sleep(0.5)  # the new leader fails a few times too
+    failed_before = failed_deliveries()
+    await wait_for(lambda: failed_deliveries() >= failed_before + 1, 10,
+                   "the new leader to fail a delivery too")  # fmt: skip
 
     await receiver.start()
 

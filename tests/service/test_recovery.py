@@ -97,6 +97,8 @@ async def test_partition_between_orchestrator_and_primary_alone_triggers_nothing
     await wait_for(
         lambda: health.snapshot()["zone1-101"]["consecutive_failures"] >= 2, 5, "checks to fail"
     )
+    # Nothing may happen for ten health intervals: a recovery the analysis asked for would run
+    # within one or two, so ten show that none is asked for (not that it is merely late).
     await asyncio.sleep(10 * FAST["health_interval_s"])
 
     snap = health.snapshot()
@@ -188,6 +190,8 @@ async def test_second_dead_primary_within_block_period_is_not_recovered(
     shard.server(second).kill()
     blocked = await wait_for(lambda: recoveries(rs, ProblemKind.DEAD_PRIMARY, "blocked"), 5,
                              "the second failover to be blocked")  # fmt: skip
+    # Nothing may happen for five health intervals: a failover not blocked would have started
+    # within one (it is blocked from the first analysis on, as the entry above shows).
     await asyncio.sleep(5 * FAST["health_interval_s"])
     assert await shard.primary_alias() == second
     assert len(recoveries(rs, ProblemKind.DEAD_PRIMARY, "succeeded")) == 1
@@ -225,6 +229,8 @@ async def test_dead_primary_not_recovered_when_failover_is_switched_off(
     blocked = await wait_for(lambda: recoveries(rs, ProblemKind.DEAD_PRIMARY, "blocked"), 5,
                              "the failover to be blocked")  # fmt: skip
     assert expected in blocked[0]["reason"]
+    # Nothing may happen for five health intervals: a failover not blocked would have started
+    # within one (it is blocked from the first analysis on, as the entry above shows).
     await asyncio.sleep(5 * FAST["health_interval_s"])
     assert await shard.primary_alias() == "zone1-101"
     assert recoveries(rs, ProblemKind.DEAD_PRIMARY, "succeeded") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import pytest
@@ -271,10 +270,10 @@ async def test_ers_on_a_live_primary_changes_nothing_unless_a_new_primary_is_nam
     assert await shard.serving() == ("zone1-101", True)
 
     # The old primary answers: it is fenced before the elect is promoted, and stays fenced.
-    async with SplitBrainWatcher(shard):
+    async with SplitBrainWatcher(shard) as watch:
         r = await emergency_reparent_shard(shard.env, ers(shard, new_primary="zone1-102"))
         assert (r.new_primary, r.old_primary, r.changed) == ("zone1-102", "zone1-101", True)
-        await asyncio.sleep(0.3)  # samples of both after the promotion
+        await watch.wait_samples(3)  # samples of both after the promotion
     # The elect caught up from the fenced old primary: its last rows are not lost.
     assert await writer.missing_on("zone1-102") == []
     old = await shard.admin("zone1-101").status()

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import signal
@@ -66,16 +65,15 @@ async def test_split_brain_watcher_sees_two_writable_tablets_and_not_a_planned_s
             shard.env, PlannedReparentOptions("commerce", "0", new_primary="zone1-102")
         )
         assert result.new_primary == "zone1-102"
-        await asyncio.sleep(0.3)  # samples on both sides of the switch
+        await watch.wait_samples(3)  # samples after the switch too
     assert {s.alias for s in watch.samples if s.writable} == {"zone1-101", "zone1-102"}
     print(f"planned switch: {watch.summary()}")
 
     watch = await SplitBrainWatcher(shard).start()
     try:
-        await asyncio.sleep(0.2)
+        await watch.wait_samples(2)
         await shard.admin("zone1-103").set_read_only(False)
-        # Long enough for several samples of both (the watcher samples every 50 ms).
-        await asyncio.sleep(0.4)
+        await watch.wait_samples(4)  # several samples of both while both are writable
         await shard.admin("zone1-103").set_read_only(True)
     finally:
         await watch.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -400,11 +399,12 @@ async def test_prs_whose_promotion_fails_half_way_fences_the_elect_before_undoin
     elect = env.mysql(await shard.tablet("zone1-102"))
     real_promote = elect.promote
     promoted: list[bool] = []
+    watch = SplitBrainWatcher(shard)
 
     async def promote_then_lose_the_connection(**kw: Any) -> Any:
         await real_promote(**kw)
         promoted.append(not (await shard.admin("zone1-102").status()).read_only)
-        await asyncio.sleep(0.3)  # the elect writable, for several samples of the watcher
+        await watch.wait_samples(3)  # the elect writable, for several samples
         raise MysqlUnreachableError("connection lost after the promotion statements")
 
     elect.promote = promote_then_lose_the_connection  # type: ignore[method-assign]
@@ -420,7 +420,7 @@ async def test_prs_whose_promotion_fails_half_way_fences_the_elect_before_undoin
     old_primary.set_read_only = unfence_checked  # type: ignore[method-assign]
     try:
         await writer.wait_acked(20)
-        async with SplitBrainWatcher(shard) as watch:
+        async with watch:
             with pytest.raises(AbortedError, match="fenced read-only") as e:
                 await planned_reparent_shard(env, prs(shard, new_primary="zone1-102"))
             assert e.value.tablet == "zone1-102"
