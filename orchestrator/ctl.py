@@ -3,7 +3,9 @@
 Commands, their positionals and `--flags` are generated from the command registry
 (`orchestrator.commands`), with vtctldclient's names: `PlannedReparentShard ks/0 --new-primary
 zone1-102`. The CLI asks the server to stream: progress goes to stderr as it happens, the
-result JSON to stdout.
+result to stdout: JSON, or for reads a table (`--format table`, the default on a terminal; see
+`orchestrator.tables`). `--timeout` is sent as the request's deadline: a command whose client
+gave up never starts acting on the server later.
 
 Exit codes: 0 success; 1 the command failed (the error is on stderr); 2 bad usage; 3 the
 server could not be reached or answered something that is not the API.
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -48,8 +51,10 @@ _METAVARS = {
 # One line of advice per error code where there is one obvious next step.
 _HINTS = {
     "UNAUTHENTICATED": "pass --token or set ORC_API_TOKEN (the service's ORC_API_TOKEN)",
-    "LOCK_HELD": "another workflow holds the shard lock: wait for it (ctl ShowLocks), or break "
-    "a stuck one with UnlockShard --force --reason ...",
+    "LOCK_HELD": "another workflow holds the shard lock: wait longer (--lock-timeout 2m), see "
+    "who holds it (ctl ShowLocks), or break a stuck one with UnlockShard --force --reason ...",
+    "DEADLINE_EXCEEDED": "nothing was changed: the command could not start before --timeout; "
+    "retry with a longer --timeout (or --lock-timeout)",
 }
 
 
@@ -57,17 +62,38 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     pass
 
 
+_DESCRIPTION: dict[str, str] = dict(
+    description="Run a command on an orchestrator service. Progress goes to stderr, the "
+    "result to stdout (JSON; reads as a table on a terminal, see --format); the exit code is 0 "
+    "only on success (1: the command failed, 2: bad usage, 3: server unreachable).",
+    epilog="Each command has --help. Examples:\n"
+    + "\n".join(f"  orchestrator ctl {e}" for c in COMMANDS.values() for e in c.examples[:1]),
+)
+
+
 def add_ctl_parser(sub: Any) -> None:
     p = sub.add_parser(
         "ctl",
         help="run a command on an orchestrator service (vtctldclient-style)",
-        description="Run a command on an orchestrator service. Progress goes to stderr, the "
-        "result JSON to stdout; the exit code is 0 only on success (1: the command failed, "
-        "2: bad usage, 3: server unreachable).",
         formatter_class=_Formatter,
-        epilog="Each command has --help. Examples:\n"
-        + "\n".join(f"  orchestrator ctl {e}" for c in COMMANDS.values() for e in c.examples[:1]),
+        description=_DESCRIPTION["description"],
+        epilog=_DESCRIPTION["epilog"],
     )
+    _configure(p)
+
+
+def main(argv: list[str]) -> int:
+    """`orchestrator ctl ...` without the rest of the `orchestrator` command (fast start)."""
+    p = argparse.ArgumentParser(
+        prog="orchestrator ctl", formatter_class=_Formatter,
+        description=_DESCRIPTION["description"], epilog=_DESCRIPTION["epilog"],
+    )  # fmt: skip
+    _configure(p)
+    args, rest = p.parse_known_args(argv)
+    return int(run(args, rest))
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
     _add_connection_flags(p, suppress=False)
     csub = p.add_subparsers(dest="command", metavar="<Command>", title="commands", required=True)
     for cmd in COMMANDS.values():
@@ -95,6 +121,10 @@ def _add_connection_flags(p: argparse.ArgumentParser, *, suppress: bool) -> None
     )
     p.add_argument("--quiet", action="store_true", default=default,
                    help="no progress lines on stderr")  # fmt: skip
+    p.add_argument(
+        "--format", choices=("table", "json"), default=default,
+        help="how reads print their result (default: table on a terminal, else json)",
+    )  # fmt: skip
 
 
 def _duration(text: str) -> float:
@@ -129,7 +159,7 @@ def server_url(text: str) -> str:
 def _unknown_flags_hint(rest: list[str], name: str) -> str:
     """A hint for vtctldclient's underscore spellings (`--new_primary` -> `--new-primary`)."""
     known = {a.flag for a in COMMANDS[name].args} if name in COMMANDS else set()
-    known |= {"--server", "--token", "--timeout", "--quiet"}
+    known |= {"--server", "--token", "--timeout", "--quiet", "--format"}
     hints = []
     for word in rest:
         flag = word.split("=", 1)[0]
@@ -222,20 +252,27 @@ def run(args: argparse.Namespace, rest: list[str] | None = None) -> int:
         print(f"orchestrator ctl {cmd.name}: {e}", file=sys.stderr)
         return EXIT_USAGE
     token = args.token if args.token is not None else os.environ.get("ORC_API_TOKEN", "")
-    client = _Client(server, token, timeout=args.timeout or 600.0, quiet=bool(args.quiet))
+    fmt = args.format or ("table" if sys.stdout.isatty() else "json")
+    client = _Client(server, token, timeout=args.timeout or 600.0, quiet=bool(args.quiet),
+                     fmt=fmt)  # fmt: skip
     return client.run(cmd.name, body)
 
 
 class _Client:
-    def __init__(self, server: str, token: str, *, timeout: float, quiet: bool) -> None:
+    def __init__(
+        self, server: str, token: str, *, timeout: float, quiet: bool, fmt: str = "json"
+    ) -> None:
         self.server = server
         self.token = token
         self.timeout = timeout
         self.quiet = quiet
+        self.fmt = fmt
 
     def run(self, name: str, body: dict[str, Any]) -> int:
         url = f"{self.server}/api/v1/commands/{urllib.parse.quote(name)}?stream=1"
-        headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+        headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson",
+                   # The server starts nothing after this: we will not be listening any more.
+                   "X-Orchestrator-Deadline": f"{time.time() + self.timeout:.3f}"}  # fmt: skip
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         req = urllib.request.Request(
@@ -279,7 +316,7 @@ class _Client:
                     workflow_id = msg["progress"].get("workflow_id") or workflow_id
                     self._progress(msg["progress"])
                 elif "result" in msg:
-                    print(json.dumps(msg["result"], indent=2, sort_keys=True))
+                    self._print_result(name, msg["result"])
                     return EXIT_OK
                 elif "error" in msg:
                     self._print_error(msg["error"], msg.get("status"))
@@ -294,12 +331,26 @@ class _Client:
                   f"{workflow_id}", file=sys.stderr)  # fmt: skip
         return EXIT_UNREACHABLE
 
+    def _print_result(self, name: str, result: Any) -> None:
+        if self.fmt == "table":
+            from orchestrator.tables import render
+
+            text = render(name, result)
+            if text is not None:
+                print(text)
+                return
+        print(json.dumps(result, indent=2, sort_keys=True))
+        if isinstance(result, dict) and isinstance(result.get("summary"), str) and not self.quiet:
+            print(result["summary"], file=sys.stderr)
+
     def _progress(self, ev: dict[str, Any]) -> None:
         if self.quiet:
             return
         head = f"[{ev.get('action', '')} {ev.get('workflow_id', '')}]"
         kind = ev.get("event")
-        if kind == "step":
+        if kind == "waiting":
+            text = str(ev.get("detail", "waiting"))
+        elif kind == "step":
             text = f"{ev.get('step')}: {ev.get('status')}"
             if ev.get("ms") is not None:
                 text += f" ({ev['ms']} ms)"

@@ -22,7 +22,8 @@ Every error answer has the body `{"error": {"code", "message", "details"}}`. The
 | 502    | TABLET_UNAVAILABLE            | a tablet's MySQL did not answer (unreachable, timeout)  |
 | 502    | TABLET_ERROR                  | a tablet's MySQL refused (replication error, SQL error) |
 | 503    | UNAVAILABLE                   | etcd unavailable (TopoUnavailableError, TopoError)      |
-| 504    | DEADLINE_EXCEEDED             | an operation's own deadline passed (TimeoutError)       |
+| 504    | DEADLINE_EXCEEDED             | an operation's own deadline passed (TimeoutError), or   |
+|        |                               | the client's, before the workflow acted                 |
 | 500    | INTERNAL                      | a bug: logged with its traceback                        |
 
 502 means "the orchestrator worked, a MySQL server behind it did not" (as a gateway's upstream);
@@ -86,6 +87,8 @@ def classify(exc: BaseException) -> tuple[int, str, dict[str, Any]]:
         return 409, "ABORTED", details
     if isinstance(exc, we.PartialFailureError):
         return 502, exc.code, details
+    if isinstance(exc, we.DeadlineExceededError):
+        return 504, exc.code, details
     if isinstance(exc, we.WorkflowError):  # PreconditionError, AbortedError, ...
         return 409, exc.code if exc.code != "UNKNOWN" else "FAILED_PRECONDITION", details
     if isinstance(exc, te.TopoError):  # TopoUnavailableError and etcd's own refusals

@@ -5,7 +5,10 @@ to build dashboards. Components import the objects and update them; topo/ never 
 module: etcd latency reaches us through the `EtcdKV.on_call` hook (`observe_etcd`).
 
 Label values stay bounded: actions and commands are fixed names, results are a few words, and
-per-tablet figures are aggregated by keyspace, shard and type rather than labelled by alias.
+per-tablet figures are aggregated by keyspace, shard and type rather than labelled by alias,
+except the replication lag, which an alert must be able to name a tablet by (one series per
+tablet, removed with the tablet). Problems are counted per shard and kind, so a rule can page on
+`orc_shard_problems{problem="DeadPrimary"} > 0` (examples: `compose/alerts.yml`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from prometheus_client import (
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 # Reparents of every kind (PRS, ERS, InitShardPrimary, TER, ReparentTablet), whether an operator,
-# a webhook or an automatic recovery started them. result: "succeeded" or "failed".
+# a webhook or an automatic recovery started them. result: "succeeded", "failed", or "noop" (a
+# success that changed nothing: ERS on a healthy primary, PRS to the current primary).
 REPARENT_TOTAL = Counter(
     "orc_reparent_total",
     "Reparent workflows run, by action and result.",
@@ -59,6 +63,29 @@ TABLETS = Gauge(
     "orc_tablets",
     "Tablets by keyspace, shard, type and health as of the last health cycle.",
     ["keyspace", "shard", "type", "healthy"],
+    registry=REGISTRY,
+)
+# Per tablet, from the last health check: replication lag (absent while unknown: not a replica,
+# replication stopped, or the tablet does not answer).
+TABLET_LAG = Gauge(
+    "orc_tablet_replication_lag_seconds",
+    "Replication lag of each replicating tablet as of the last health check.",
+    ["keyspace", "shard", "alias", "type"],
+    registry=REGISTRY,
+)
+# Per shard and problem kind (the analyses of orchestrator.health.analysis), every cycle.
+SHARD_PROBLEMS = Gauge(
+    "orc_shard_problems",
+    "Problems found by the last health analysis, by keyspace, shard and problem kind.",
+    ["keyspace", "shard", "problem"],
+    registry=REGISTRY,
+)
+# 1 while automatic recovery of a shard is paused (SetRecoveries, keyspace auto_recovery, the
+# recoveries_enabled setting), else 0.
+RECOVERY_PAUSED = Gauge(
+    "orc_recovery_paused",
+    "1 if automatic recovery of the shard is paused (globally, for its keyspace or itself).",
+    ["keyspace", "shard"],
     registry=REGISTRY,
 )
 RECOVERIES = Counter(
@@ -143,8 +170,29 @@ def set_tablet_counts(counts: Mapping[tuple[str, str, str, bool], int]) -> None:
         TABLETS.labels(keyspace, shard, type_, "true" if healthy else "false").set(n)
 
 
-def observe_reparent(action: str, succeeded: bool, seconds: float) -> None:
-    result = "succeeded" if succeeded else "failed"
+def set_tablet_lag(lags: Mapping[tuple[str, str, str, str], float]) -> None:
+    """Replace the lag gauge with `{(keyspace, shard, alias, type): seconds}`."""
+    TABLET_LAG.clear()
+    for labels, lag in lags.items():
+        TABLET_LAG.labels(*labels).set(lag)
+
+
+def set_shard_problems(counts: Mapping[tuple[str, str, str], int]) -> None:
+    """Replace the problems gauge with `{(keyspace, shard, problem): count}`."""
+    SHARD_PROBLEMS.clear()
+    for labels, n in counts.items():
+        SHARD_PROBLEMS.labels(*labels).set(n)
+
+
+def set_recovery_paused(paused: Mapping[tuple[str, str], bool]) -> None:
+    RECOVERY_PAUSED.clear()
+    for (keyspace, shard), value in paused.items():
+        RECOVERY_PAUSED.labels(keyspace, shard).set(1 if value else 0)
+
+
+def observe_reparent(action: str, succeeded: bool, seconds: float, *, changed: bool = True) -> None:
+    """One reparent: succeeded, failed, or noop (succeeded without changing anything)."""
+    result = ("succeeded" if changed else "noop") if succeeded else "failed"
     REPARENT_TOTAL.labels(action, result).inc()
     REPARENT_DURATION.labels(action, result).observe(seconds)
 

@@ -62,6 +62,7 @@ class Service:
         self.election = LeaderElection(self.store, ttl=settings.election_ttl_s)
         self.events = EventBus(self)
         self.health = HealthChecker(self)
+        self.env.last_healthy = self.health.last_healthy_at
         self.migration = TaskOps(self.store, settings.migration_credentials)
         self.ready = asyncio.Event()
         self.port: int | None = None

@@ -46,6 +46,8 @@ class Settings:
     # A tablet failing this many checks in a row becomes `spare` (and returns when healthy).
     unhealthy_checks_to_spare: int = 3
     recovery_block_s: float = 30.0
+    # A replica more than this many seconds behind its primary is reported (ReplicaLagging).
+    replica_lag_threshold_s: float = 30.0
     recoveries_enabled: bool = True
     # Migration: run a worker inside `orchestrator serve` (one machine needs nothing more);
     # its name defaults to the instance id. Worker leases expire after this many seconds.

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mysqlctl.errors import MysqlError
-from topo.records import LockInfo, Record, TabletType, WorkflowRecord
+from topo.records import LockInfo, Record, Tablet, TabletType, WorkflowRecord
 from workflows.errors import PreconditionError
 
 if TYPE_CHECKING:
@@ -27,6 +27,68 @@ def record(rec: Record) -> dict[str, Any]:
 async def keyspaces(service: Service) -> dict[str, Any]:
     recs = await service.store.list_keyspaces()
     return {"keyspaces": [record(k) for k in sorted(recs, key=lambda k: k.name)]}
+
+
+async def keyspaces_with_shards(service: Service) -> dict[str, Any]:
+    keyspaces, shard_recs, _ = await service.store.list_shards_and_locks()
+    return {
+        "keyspaces": [
+            {**record(k), "shards": sorted(s.name for s in shard_recs if s.keyspace == k.name)}
+            for k in sorted(keyspaces, key=lambda k: k.name)
+        ]
+    }
+
+
+async def tablets_with_health(
+    service: Service,
+    *,
+    keyspace: str | None = None,
+    shard: str | None = None,
+    cell: str | None = None,
+) -> dict[str, Any]:
+    """Every tablet with its latest health check, its replication source by alias and its
+    problems: what `ctl GetTablets` shows as a table."""
+    if keyspace is not None:
+        await service.store.get_keyspace(keyspace)
+    recs = await service.store.list_tablets(keyspace=keyspace, shard=shard, cell=cell)
+    snap = health_snapshot(service)
+    problems = service.health.problems()
+    by_address = {t.address: t.alias for t in await service.store.list_tablets()}
+    shard_primaries: dict[str, str | None] = {}
+    out = []
+    for t in recs:
+        key = f"{t.keyspace}/{t.shard}"
+        if key not in shard_primaries:
+            try:
+                shard_primaries[key] = (
+                    await service.store.get_shard(t.keyspace, t.shard)
+                ).primary_alias
+            except Exception:
+                shard_primaries[key] = None
+        h = snap.get(t.alias) or {}
+        source = h.get("replicating_from")
+        out.append({
+            **record(t),
+            "cell": t.cell,
+            "address": t.address,
+            "is_shard_primary": shard_primaries[key] == t.alias,
+            "healthy": h.get("healthy"),
+            "error": h.get("error"),
+            "read_only": h.get("read_only"),
+            "source": by_address.get(source, source) if source else None,
+            "io_running": h.get("io_running"),
+            "io_state": h.get("io_state"),
+            "sql_running": h.get("sql_running"),
+            "lag_seconds": h.get("lag_seconds"),
+            "position": h.get("position"),
+            "checked_at": h.get("checked_at"),
+            "maintenance": maintenance_doc(t),
+            "problems": [
+                {"kind": p["kind"], "detail": p["detail"]}
+                for p in problems.get(key, []) if p["tablet"] == t.alias
+            ],
+        })  # fmt: skip
+    return {"tablets": out}
 
 
 async def keyspace(service: Service, ks: str) -> dict[str, Any]:
@@ -56,12 +118,37 @@ async def shard(service: Service, ks: str, name: str) -> dict[str, Any]:
                 "cell": t.cell,
                 "mysql_host": t.mysql_host,
                 "mysql_port": t.mysql_port,
+                "maintenance": maintenance_doc(t),
             }
             for t in tablets
         ],
         "unreadable_cells": unreadable,
         "lock": lock_doc(lock) if lock else None,
+        "recoveries": await shard_recoveries(service, ks, name),
     }
+
+
+async def shard_recoveries(service: Service, ks: str, name: str) -> dict[str, Any]:
+    """Whether the leader would recover this shard automatically, and if not, why."""
+    from orchestrator.health.control import load
+
+    control = await load(service.store)
+    keyspace_rec = await service.store.get_keyspace(ks)
+    scope: str | None = None
+    reason: str | None = None
+    if not service.settings.recoveries_enabled:
+        scope, reason = "setting", "recoveries are disabled (recoveries_enabled=false)"
+    elif (paused := control.paused(ks, name, keyspace_rec)) is not None:
+        scope, reason = paused
+    return {"enabled": scope is None, "paused_scope": scope, "reason": reason,
+            "auto_recovery": keyspace_rec.auto_recovery}  # fmt: skip
+
+
+def maintenance_doc(t: Tablet) -> dict[str, Any] | None:
+    from workflows.common import maintenance_of
+
+    window = maintenance_of(t)
+    return window.to_dict() if window is not None else None
 
 
 async def tablets(
@@ -78,7 +165,8 @@ async def tablets(
 
 async def tablet(service: Service, alias: str) -> dict[str, Any]:
     rec = await service.store.get_tablet(alias)
-    return {**record(rec), "cell": rec.cell, "health": health_snapshot(service).get(rec.alias)}
+    return {**record(rec), "cell": rec.cell, "health": health_snapshot(service).get(rec.alias),
+            "maintenance": maintenance_doc(rec)}  # fmt: skip
 
 
 async def srv_keyspace(service: Service, cell: str, ks: str) -> dict[str, Any]:
@@ -111,16 +199,18 @@ async def workflows(
     keyspace: str | None = None,
     shard: str | None = None,
     status: str | None = None,
+    action: str | None = None,
     limit: int = 100,
 ) -> dict[str, Any]:
-    """Newest first."""
+    """Newest first (by creation time: ids sort by time only within one action)."""
     recs = await service.store.list_workflows()
     picked = [
         r
-        for r in reversed(recs)
+        for r in sorted(recs, key=lambda r: r.created_at, reverse=True)
         if (keyspace is None or r.keyspace == keyspace)
         and (shard is None or r.shard == shard)
         and (status is None or r.status.value == status)
+        and (action is None or r.action == action)
     ]
     return {"workflows": [workflow_summary(r) for r in picked[:limit]]}
 
@@ -139,11 +229,17 @@ async def journal(service: Service, ks: str, name: str, limit: int = 50) -> dict
         raise PreconditionError(f"shard {ks}/{name} has no primary: no journal to read")
     primary = await store.get_tablet(rec.primary_alias)
     entries = await read_journal(service.env.mysql(primary), limit)
+    # Each row is linked to the workflow that wrote it: its record keeps the row's key.
+    by_time = {
+        int(r.result["journal_time_ns"]): r.id
+        for r in await store.list_workflows()
+        if (r.keyspace, r.shard) == (ks, name) and r.result.get("journal_time_ns")
+    }
     return {
         "keyspace": ks,
         "shard": name,
         "primary": primary.alias,
-        "entries": [vars(e) for e in entries],
+        "entries": [{**vars(e), "workflow_id": by_time.get(e.time_created_ns)} for e in entries],
     }
 
 
@@ -162,6 +258,7 @@ async def health(service: Service) -> dict[str, Any]:
     election = service.election
     # The latest analysis per shard ("ks/shard" -> problems), when the checker offers it.
     problems = getattr(service.health, "problems", None)
+    control = getattr(service.health, "control", None)
     return {
         "instance_id": service.settings.instance_id,
         "is_leader": election.is_leader,
@@ -170,6 +267,11 @@ async def health(service: Service) -> dict[str, Any]:
         "tablets": health_snapshot(service),
         "recoveries": list(service.health.recoveries()),
         "problems": problems() if callable(problems) else {},
+        # Pauses in force as of the last health cycle (SetRecoveries, keyspace auto_recovery).
+        "recovery_control": {
+            "recoveries_enabled_setting": service.settings.recoveries_enabled,
+            **(control.to_dict(service.health.keyspaces) if control is not None else {}),
+        },
     }
 
 
@@ -273,4 +375,69 @@ async def replica_check(
         "alias": rec.alias, "role": "replica", "ok": ok, "type": rec.type.value,
         "lag_seconds": lag, "max_lag": max_lag, "source": source,
         "reason": "; ".join(reasons) or None, "state": state,
+    }  # fmt: skip
+
+
+async def recoveries(
+    service: Service,
+    *,
+    keyspace: str | None = None,
+    shard: str | None = None,
+    result: str | None = None,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """The recovery history (this instance's, complete on the leader) and, per shard, what the
+    leader would do now: paused or not, the last failover and the anti-flapping window left."""
+    from orchestrator.health.control import load
+
+    store = service.store
+    health = service.health
+    keyspaces, shard_recs, _ = await store.list_shards_and_locks()
+    by_name = {k.name: k for k in keyspaces}
+    if keyspace is not None and keyspace not in by_name:
+        await store.get_keyspace(keyspace)  # NotFound, named
+    if keyspace is not None and shard is not None:
+        await store.get_shard(keyspace, shard)
+    control = await load(store)
+    entries = [
+        e for e in health.recoveries()
+        if (keyspace is None or e["keyspace"] == keyspace)
+        and (shard is None or e["shard"] == shard)
+        and (result is None or e["result"] == result)
+    ][:limit]  # fmt: skip
+    block_s = service.settings.recovery_block_s
+    shards: dict[str, Any] = {}
+    problems = health.problems()
+    for s in sorted(shard_recs, key=lambda s: (s.keyspace, s.name)):
+        if (keyspace is not None and s.keyspace != keyspace) or (
+            shard is not None and s.name != shard
+        ):
+            continue
+        last = await health.recovery.last_failover(s.keyspace, s.name)
+        left = None
+        if last is not None:
+            left = round(max(0.0, block_s - (time.time() - float(last.get("time", 0)))), 1)
+        paused = None
+        if not service.settings.recoveries_enabled:
+            paused = "recoveries are disabled (recoveries_enabled=false)"
+        elif (p := control.paused(s.keyspace, s.name, by_name.get(s.keyspace))) is not None:
+            paused = p[1]
+        shards[s.key] = {
+            "paused": paused,
+            "problems": [p["kind"] + (f" {p['tablet']}" if p["tablet"] else "")
+                         for p in problems.get(s.key, [])],
+            "last_failover": last,
+            "failover_block_left_s": left,
+        }  # fmt: skip
+    election = service.election
+    return {
+        "instance_id": service.settings.instance_id,
+        "is_leader": election.is_leader,
+        "leader_id": election.leader_id,
+        "note": None if election.is_leader else (
+            f"recoveries run on the leader ({election.leader_id}); this instance lists only "
+            "the ones it ran itself"
+        ),
+        "recoveries": entries,
+        "shards": shards,
     }  # fmt: skip

@@ -116,7 +116,10 @@ def test_unreachable_replicas_do_not_vote() -> None:
         zone1_102=down("zone1-102"),
         zone1_103=up("zone1-103", replication=repl(io="Connecting")),
     )
-    assert kinds(analyze(SHARD, TABLETS, health)) == [(K.DEAD_PRIMARY, "zone1-101")]
+    assert kinds(analyze(SHARD, TABLETS, health)) == [
+        (K.DEAD_PRIMARY, "zone1-101"),
+        (K.TABLET_UNREACHABLE, "zone1-102"),  # reported, but it does not vote
+    ]
 
 
 def test_no_replicas_never_dead_primary() -> None:
@@ -177,8 +180,10 @@ def test_writable_spare_and_drained_tablets_are_fenced_too() -> None:
         zone1_103=up("zone1-103", read_only=False),
     )
     assert kinds(analyze(SHARD, tablets, health)) == [
+        (K.TABLET_SPARE, "zone1-102"),
         (K.REPLICA_WRITABLE, "zone1-102"),
         (K.REPLICA_WRITABLE, "zone1-103"),
+        (K.NO_SERVING_REPLICA, None),
     ]
 
 
@@ -202,6 +207,7 @@ def test_replication_stopped_without_error() -> None:
     assert kinds(analyze(SHARD, TABLETS, health)) == [
         (K.REPLICATION_STOPPED, "zone1-102"),
         (K.REPLICATION_STOPPED, "zone1-103"),
+        (K.NO_SERVING_REPLICA, None),
     ]
 
 
@@ -227,7 +233,9 @@ def test_errant_transactions_are_reported() -> None:
 
 def test_unhealthy_replica_after_n_failures_only() -> None:
     health = healthy_shard(zone1_103=down("zone1-103", failures=2))
-    assert analyze(SHARD, TABLETS, health, unhealthy_checks=3) == []
+    problems = analyze(SHARD, TABLETS, health, unhealthy_checks=3)
+    assert kinds(problems) == [(K.TABLET_UNREACHABLE, "zone1-103")]  # reported, not acted on
+    assert "2 failed check(s) in a row: connection refused" in problems[0].detail
     health = healthy_shard(zone1_103=down("zone1-103", failures=3))
     assert kinds(analyze(SHARD, TABLETS, health, unhealthy_checks=3)) == [
         (K.UNHEALTHY_TABLET, "zone1-103")
@@ -238,7 +246,12 @@ def test_unhealthy_spare_or_drained_stays_as_it_is() -> None:
     tablets = [TABLETS[0], tablet("zone1-102", TabletType.SPARE),
                tablet("zone1-103", TabletType.DRAINED)]  # fmt: skip
     health = healthy_shard(zone1_102=down("zone1-102", 9), zone1_103=down("zone1-103", 9))
-    assert analyze(SHARD, tablets, health) == []
+    assert kinds(analyze(SHARD, tablets, health)) == [
+        (K.TABLET_UNREACHABLE, "zone1-102"),
+        (K.TABLET_SPARE, "zone1-102"),
+        (K.TABLET_UNREACHABLE, "zone1-103"),
+        (K.NO_SERVING_REPLICA, None),
+    ]
 
 
 def test_spare_with_target_type_returns_when_healthy() -> None:
@@ -247,16 +260,21 @@ def test_spare_with_target_type_returns_when_healthy() -> None:
     problems = analyze(SHARD, tablets, healthy_shard())
     assert kinds(problems) == [(K.SPARE_TABLET_HEALTHY, "zone1-103")]
     assert "rdonly" in problems[0].detail
-    # while it still fails, it stays spare
+    # while it still fails, it stays spare (and says so)
     health = healthy_shard(zone1_103=down("zone1-103", 5))
-    assert analyze(SHARD, tablets, health) == []
+    assert kinds(analyze(SHARD, tablets, health)) == [
+        (K.TABLET_UNREACHABLE, "zone1-103"),
+        (K.TABLET_SPARE, "zone1-103"),
+    ]
 
 
 def test_spare_without_target_type_is_left_alone() -> None:
     """An old primary spared by a failover may hold errant writes: an operator decides."""
     tablets = [TABLETS[0], tablet("zone1-102"), tablet("zone1-103", TabletType.SPARE)]
     health = healthy_shard(zone1_103=up("zone1-103", replication=None))
-    assert analyze(SHARD, tablets, health) == []
+    problems = analyze(SHARD, tablets, health)
+    assert kinds(problems) == [(K.TABLET_SPARE, "zone1-103")]  # reported only
+    assert "ChangeTabletType" in problems[0].detail
 
 
 def test_interrupted_planned_reparent_is_undone_when_nobody_took_writes() -> None:
@@ -325,4 +343,60 @@ def test_replication_stopped_by_an_operator_is_left_stopped() -> None:
         zone1_102=up("zone1-102", replication=repl(io="No", sql=False)),
         zone1_103=up("zone1-103", replication=repl(io="No", sql=False)),
     )
-    assert kinds(analyze(SHARD, tablets, health)) == [(K.REPLICATION_STOPPED, "zone1-103")]
+    problems = analyze(SHARD, tablets, health)
+    assert kinds(problems) == [
+        (K.REPLICATION_STOPPED_BY_OPERATOR, "zone1-102"),  # reported, not restarted
+        (K.REPLICATION_STOPPED, "zone1-103"),
+        (K.NO_SERVING_REPLICA, None),
+    ]
+    assert "StartReplication" in problems[0].detail
+
+
+def test_replica_lagging_over_the_threshold_is_reported() -> None:
+    lagging = dataclasses.replace(repl(), lag_seconds=42)
+    health = healthy_shard(zone1_103=up("zone1-103", replication=lagging))
+    assert analyze(SHARD, TABLETS, health) == []  # no threshold, no judgement
+    assert analyze(SHARD, TABLETS, health, max_lag_s=60) == []
+    problems = analyze(SHARD, TABLETS, health, max_lag_s=30)
+    assert kinds(problems) == [(K.REPLICA_LAGGING, "zone1-103")]
+    assert "42s behind the primary (threshold 30s)" in problems[0].detail
+
+
+def test_shard_without_a_serving_replica() -> None:
+    health = healthy_shard(zone1_102=down("zone1-102", 9), zone1_103=down("zone1-103", 9))
+    problems = analyze(SHARD, TABLETS, health, unhealthy_checks=3)
+    assert kinds(problems) == [
+        (K.UNHEALTHY_TABLET, "zone1-102"),
+        (K.UNHEALTHY_TABLET, "zone1-103"),
+        (K.NO_SERVING_REPLICA, None),
+    ]
+    assert "replicas: zone1-102, zone1-103" in problems[-1].detail
+    only_primary = [tablet("zone1-101", TabletType.PRIMARY)]
+    problems = analyze(SHARD, only_primary, {"zone1-101": up("zone1-101", read_only=False)})
+    assert kinds(problems) == [(K.NO_SERVING_REPLICA, None)]
+    assert "no replica tablet" in problems[0].detail
+
+
+def test_shard_without_primary_and_without_tablets() -> None:
+    shard = dataclasses.replace(SHARD, primary_alias=None)
+    problems = analyze(shard, [], {})
+    assert kinds(problems) == [(K.NO_PRIMARY, None)]
+    assert "no tablet" in problems[0].detail
+
+
+def test_tablet_in_maintenance_is_reported_until_its_window_ends() -> None:
+    from workflows.common import MAINTENANCE_TAG, Maintenance
+
+    window = Maintenance(until=1000.0, reason="kernel upgrade", by="alice")
+    tablets = [TABLETS[0], TABLETS[1], tablet("zone1-103", tags={MAINTENANCE_TAG: window.to_tag()})]
+    health = healthy_shard(zone1_103=down("zone1-103", 1))
+    problems = analyze(SHARD, tablets, health, now=400.0)
+    assert kinds(problems) == [
+        (K.TABLET_IN_MAINTENANCE, "zone1-103"),
+        (K.TABLET_UNREACHABLE, "zone1-103"),
+    ]
+    assert "kernel upgrade" in problems[0].detail and "600s left" in problems[0].detail
+    # Past `until` the window is over by itself.
+    assert kinds(analyze(SHARD, tablets, health, now=1000.5)) == [
+        (K.TABLET_UNREACHABLE, "zone1-103")
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,68 @@ STOPPED_BY_OPERATOR_TAG = "replication_stopped_by"
 # Tablet tag set when a returning tablet holds transactions the shard never had: it stays
 # spare until an operator rebuilds it (the value says which GTIDs).
 NEEDS_REBUILD_TAG = "needs_rebuild"
+# Tablet tag set by BeginMaintenance: a JSON window {"until", "reason", "by", "started_at"}.
+# Until then nothing recovers the tablet and a PlannedReparentShard does not wait for it; past
+# `until` the window is over by itself (EndMaintenance removes the tag sooner).
+MAINTENANCE_TAG = "maintenance"
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """A maintenance window of one tablet (from its `maintenance` tag)."""
+
+    until: float
+    reason: str = ""
+    by: str = ""
+    started_at: float = 0.0
+
+    def to_tag(self) -> str:
+        return json.dumps(
+            {"until": self.until, "reason": self.reason, "by": self.by,
+             "started_at": self.started_at}, sort_keys=True,
+        )  # fmt: skip
+
+    def to_dict(self, now: float | None = None) -> dict[str, object]:
+        now = time.time() if now is None else now
+        return {
+            "until": iso8601(self.until), "reason": self.reason, "by": self.by,
+            "started_at": iso8601(self.started_at) if self.started_at else None,
+            "active": self.until > now, "left_s": round(max(0.0, self.until - now), 1),
+        }  # fmt: skip
+
+    def describe(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        return (
+            f"under maintenance until {iso8601(self.until)} ({max(0.0, self.until - now):.0f}s"
+            f" left): {self.reason or 'no reason given'}" + (f" (by {self.by})" if self.by else "")
+        )
+
+
+def iso8601(epoch: float) -> str:
+    """UTC, to the second: 2026-12-01T21:13:38Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def maintenance_of(tablet: Tablet) -> Maintenance | None:
+    """The tablet's maintenance window as recorded (open or already expired), if any."""
+    raw = tablet.tags.get(MAINTENANCE_TAG)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return Maintenance(
+            until=float(data["until"]), reason=str(data.get("reason", "")),
+            by=str(data.get("by", "")), started_at=float(data.get("started_at", 0.0)),
+        )  # fmt: skip
+    except (ValueError, TypeError, KeyError):
+        return None  # unreadable: no window (a window must never be open by accident)
+
+
+def active_maintenance(tablet: Tablet, now: float | None = None) -> Maintenance | None:
+    """The tablet's maintenance window if it is still open at `now` (default: the clock)."""
+    window = maintenance_of(tablet)
+    now = time.time() if now is None else now
+    return window if window is not None and window.until > now else None
 
 
 @dataclass(frozen=True)
@@ -48,7 +111,11 @@ class ShardView:
         for t in self.tablets:
             if t.alias == alias:
                 return t
-        raise InvalidArgumentError(f"tablet {alias} is not in shard {self.shard.key}", tablet=alias)
+        raise InvalidArgumentError(
+            f"{alias} is not a tablet of shard {self.shard.key} (its tablets: "
+            f"{', '.join(t.alias for t in self.tablets) or 'none'})",
+            tablet=alias,
+        )
 
     @property
     def primary(self) -> Tablet | None:
@@ -75,6 +142,19 @@ async def read_shard(store: TopoStore, keyspace: str, shard: str) -> ShardView:
     sh = await store.get_shard(keyspace, shard)
     tablets, unreadable = await store.shard_tablets(keyspace, shard)
     return ShardView(ks, sh, tuple(tablets), tuple(unreadable))
+
+
+async def check_tablets_in_shard(
+    store: TopoStore, keyspace: str, shard: str, aliases: Iterable[str | None]
+) -> None:
+    """Every named tablet belongs to the shard: checked before a workflow record or a lock
+    exists, so a typo in an alias costs nothing and leaves no trace."""
+    named = [a for a in aliases if a]
+    if not named:
+        return
+    view = await read_shard(store, keyspace, shard)
+    for alias in named:
+        view.tablet(alias)
 
 
 async def gather_map(

@@ -15,7 +15,8 @@ Steps:
   6. choose the elect by GTID set: never one with errant transactions, never a non-promotable
      type, the old primary's cell when cross-cell promotion is prevented; if the elect is behind
      the most advanced tablet, let it catch up from that tablet first
-  7. promote the elect
+  7. promote the elect (the result reports the window from the old primary's last healthy
+     health check to here, when a health checker runs next to the workflow)
   8. in parallel: publish (elect -> primary, old primary -> spare), repoint the reachable
      replicas, write the journal row
   9. wait for the journal row on every repointed replica
@@ -37,6 +38,7 @@ from workflows.candidates import Candidate, ErsChoice, choose_ers_elect
 from workflows.common import (
     ShardView,
     candidate,
+    check_tablets_in_shard,
     describe_errors,
     gather_map,
     publish_new_primary,
@@ -64,6 +66,9 @@ class EmergencyReparentOptions:
     ignore_replicas: tuple[str, ...] = ()
     wait_replicas_timeout: float = 30.0
     prevent_cross_cell_promotion: bool = False
+    # As PlannedReparentOptions: lock wait (None: the setting) and the caller's deadline.
+    lock_timeout: float | None = None
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         for alias in self.ignore_replicas:
@@ -74,9 +79,16 @@ async def emergency_reparent_shard(
     env: WorkflowEnv, opts: EmergencyReparentOptions, *, progress: ProgressFn | None = None
 ) -> ReparentResult:
     refuse_if_active_reparents_disabled(env, ACTION)
-    args = {k: v for k, v in vars(opts).items() if k not in ("keyspace", "shard")}
+    args = {k: v for k, v in vars(opts).items()
+            if k not in ("keyspace", "shard", "lock_timeout", "deadline")}  # fmt: skip
     args["ignore_replicas"] = list(opts.ignore_replicas)
-    async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
+    await check_tablets_in_shard(
+        env.store, opts.keyspace, opts.shard, (opts.new_primary, *opts.ignore_replicas)
+    )
+    async with WorkflowRun(
+        env, ACTION, opts.keyspace, opts.shard, args, progress=progress,
+        lock_timeout=opts.lock_timeout, deadline=opts.deadline,
+    ) as run:  # fmt: skip
         view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
         for alias in opts.ignore_replicas:
             view.tablet(alias)
@@ -145,6 +157,8 @@ async def emergency_reparent_shard(
             "promote_elect", env.mysql(elect).promote(semi_sync=view.semi_sync)
         )
         promoted_ms = round((time.monotonic() - run.started) * 1000, 1)
+        promoted_at = time.time()
+        last_healthy = env.last_healthy(old.alias) if old and env.last_healthy else None
         await env.faults.hit("ers.after_promote")
 
         new_types = {old.alias: TabletType.SPARE} if old is not None else {}
@@ -174,6 +188,10 @@ async def emergency_reparent_shard(
             journal_time_ns=entry.time_created_ns,
             write_unavailable_ms=promoted_ms,
             warnings=tuple(f"{a}: {e}" for a, e in sorted({**unreachable, **problems}.items())),
+            primary_last_healthy_at=last_healthy,
+            unavailable_window_ms=round((promoted_at - last_healthy) * 1000, 1)
+            if last_healthy
+            else None,
         )
         if problems:
             raise PartialFailureError(

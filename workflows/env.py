@@ -93,6 +93,9 @@ class WorkflowEnv:
     creds: MysqlCredentials
     settings: WorkflowSettings = field(default_factory=WorkflowSettings)
     faults: FaultPoints = field(default_factory=FaultPoints)
+    # When a tablet last answered a health check (epoch seconds), if a health checker runs
+    # next to the workflows (the service sets it); ERS reports its window from there.
+    last_healthy: Callable[[str], float | None] | None = None
     clients: ClientPool = field(init=False)
 
     def __post_init__(self) -> None:

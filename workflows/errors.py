@@ -37,6 +37,13 @@ class ActiveReparentsDisabledError(PreconditionError):
     """`disable_active_reparents` is set: PRS, ERS and InitShardPrimary are refused."""
 
 
+class DeadlineExceededError(WorkflowError):
+    """The caller's deadline passed before the workflow could start acting (its client gave
+    up): nothing was changed, and nothing will be."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
 class PartialFailureError(WorkflowError):
     """The new primary is in place but some step after it failed (a replica not repointed...).
     The shard has one primary; the message lists what needs attention."""

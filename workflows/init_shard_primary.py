@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from mysqlctl.client import ServerStatus
 from topo.records import Tablet, TabletType
 from workflows.common import (
+    check_tablets_in_shard,
     describe_errors,
     probe,
     publish_new_primary,
@@ -48,6 +49,9 @@ class InitShardPrimaryOptions:
     primary: str
     force: bool = False
     wait_replicas_timeout: float = 30.0
+    # As PlannedReparentOptions: lock wait (None: the setting) and the caller's deadline.
+    lock_timeout: float | None = None
+    deadline: float | None = None
 
 
 async def init_shard_primary(
@@ -55,7 +59,11 @@ async def init_shard_primary(
 ) -> ReparentResult:
     refuse_if_active_reparents_disabled(env, ACTION)
     args = {"primary": opts.primary, "force": opts.force}
-    async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
+    await check_tablets_in_shard(env.store, opts.keyspace, opts.shard, (opts.primary,))
+    async with WorkflowRun(
+        env, ACTION, opts.keyspace, opts.shard, args, progress=progress,
+        lock_timeout=opts.lock_timeout, deadline=opts.deadline,
+    ) as run:  # fmt: skip
         view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
         elect = view.tablet(opts.primary)
         current = view.shard.primary_alias

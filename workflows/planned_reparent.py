@@ -3,7 +3,9 @@
 Steps (the write-unavailability window is marked; only what must be inside it is):
   1. refuse if active reparents are disabled
   2. lock the shard, read it; check the expected primary
-  3. every tablet must answer before anything is touched
+  3. every tablet must answer before anything is touched, except those under a maintenance
+     window (BeginMaintenance), which are left out of the reparent (not repointed, not waited
+     for); the error names both ways out
   4. choose the primary-elect (named, or the most advanced healthy replica in the primary's
      cell); PRS to the current primary, or avoid_primary naming another tablet: done, no change
   5. fence any replica left writable by an interrupted reparent (its half-promoted elect)
@@ -34,7 +36,9 @@ from topo.records import Tablet, TabletType
 from workflows.candidates import choose_prs_elect
 from workflows.common import (
     ShardView,
+    active_maintenance,
     candidate,
+    check_tablets_in_shard,
     describe_errors,
     gather_map,
     probe,
@@ -58,6 +62,7 @@ from workflows.result import ReparentResult
 from workflows.run import WorkflowRun
 
 ACTION = "PlannedReparentShard"
+_NOT_RECORDED = ("keyspace", "shard", "lock_timeout", "deadline")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,10 @@ class PlannedReparentOptions:
     expected_primary: str | None = None
     wait_replicas_timeout: float = 30.0
     allow_cross_cell_promotion: bool = False
+    # How long to wait for the shard lock (None: the setting), and the caller's deadline
+    # (epoch seconds): past it the workflow does not start. Neither is recorded for a rerun.
+    lock_timeout: float | None = None
+    deadline: float | None = None
 
 
 async def planned_reparent_shard(
@@ -77,8 +86,15 @@ async def planned_reparent_shard(
     refuse_if_active_reparents_disabled(env, ACTION)
     if opts.new_primary and opts.avoid_primary:
         raise InvalidArgumentError("give new_primary or avoid_primary, not both")
-    args = {k: v for k, v in vars(opts).items() if k not in ("keyspace", "shard")}
-    async with WorkflowRun(env, ACTION, opts.keyspace, opts.shard, args, progress=progress) as run:
+    args = {k: v for k, v in vars(opts).items() if k not in _NOT_RECORDED}
+    await check_tablets_in_shard(
+        env.store, opts.keyspace, opts.shard,
+        (opts.new_primary, opts.avoid_primary, opts.expected_primary),
+    )  # fmt: skip
+    async with WorkflowRun(
+        env, ACTION, opts.keyspace, opts.shard, args, progress=progress,
+        lock_timeout=opts.lock_timeout, deadline=opts.deadline,
+    ) as run:  # fmt: skip
         view = await run.step("read_shard", read_shard(env.store, opts.keyspace, opts.shard))
         primary = view.primary
         if primary is None:
@@ -100,9 +116,19 @@ async def planned_reparent_shard(
 
         statuses = await run.step("check_tablets_answer", probe(env, view.tablets))
         failed = {a: s for a, s in statuses.items() if isinstance(s, BaseException)}
+        excused = sorted(
+            a for a in failed
+            if a not in (primary.alias, opts.new_primary)
+            and active_maintenance(view.tablet(a)) is not None
+        )  # fmt: skip
+        if excused:
+            run.note("left_out_under_maintenance", ", ".join(excused))
+        failed = {a: e for a, e in failed.items() if a not in excused}
         if failed:
             raise PreconditionError(
                 f"every tablet must answer before a planned reparent: {describe_errors(failed)}"
+                f"; {_ways_out(sorted(failed), primary.alias, opts.new_primary)}",
+                tablet=min(failed),
             )
         replicas = [t for t in view.tablets if t.alias != primary.alias]
         elect_alias = choose_prs_elect(
@@ -181,7 +207,8 @@ async def planned_reparent_shard(
             run.step(
                 "repoint_replicas_and_old_primary",
                 repoint_all(
-                    env, view, [t for t in view.tablets if t.alias != elect.alias], elect,
+                    env, view,
+                    [t for t in view.tablets if t.alias not in (elect.alias, *excused)], elect,
                     own_binlog=[primary.alias], leave_stopped=leave_stopped,
                 ),
             ),
@@ -190,7 +217,7 @@ async def planned_reparent_shard(
         await env.faults.hit("prs.after_topology")
         waiting = [
             t for t in view.tablets
-            if t.alias not in (elect.alias, *repoint_failures, *leave_stopped)
+            if t.alias not in (elect.alias, *repoint_failures, *leave_stopped, *excused)
         ]  # fmt: skip
         late = await run.step(
             "wait_journal_on_replicas",
@@ -213,6 +240,23 @@ async def planned_reparent_shard(
                 f"it yet: {describe_errors(problems)}"
             )
         return result
+
+
+def _ways_out(failed: list[str], primary: str, new_primary: str | None) -> str:
+    """What the operator can do about tablets that do not answer."""
+    ways = []
+    if primary in failed:
+        ways.append(f"the primary {primary} does not answer: use EmergencyReparentShard")
+    if new_primary in failed:
+        ways.append(f"name another primary-elect ({new_primary} does not answer)")
+    others = [a for a in failed if a not in (primary, new_primary)]
+    if others:
+        ways.append(
+            f"name another primary-elect or put {', '.join(others)} under maintenance "
+            f"(BeginMaintenance {others[0]} --duration 30m --reason ...) to reparent without "
+            f"{'it' if len(others) == 1 else 'them'}"
+        )
+    return "; ".join(ways)
 
 
 def _writable(status: ServerStatus | BaseException) -> bool:

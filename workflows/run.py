@@ -2,7 +2,9 @@
 
 `WorkflowRun` is the frame every workflow module uses, so each of them reads as a plain list of
 steps. Entering it creates the workflow record (status `running`, so a waiting workflow is
-visible), then takes the shard lock; each `step()` is recorded with its timing and reported to
+visible), then takes the shard lock (saying who holds it while it waits, and waiting no longer
+than the lock timeout nor past the caller's deadline: a workflow whose client gave up never
+starts acting later); each `step()` is recorded with its timing and reported to
 the progress callback; leaving it records success or failure and releases the lock.
 
 Step records are written to etcd in the background, coalesced, so that recording never adds a
@@ -28,6 +30,7 @@ from topo.kv import Fence
 from topo.lock import ShardLock
 from topo.records import WorkflowRecord, WorkflowStatus, WorkflowStep
 from workflows.env import ProgressFn, WorkflowEnv
+from workflows.errors import DeadlineExceededError
 from workflows.result import ReparentResult
 
 T = TypeVar("T")
@@ -53,8 +56,10 @@ class WorkflowRun:
         *,
         progress: ProgressFn | None = None,
         lock_timeout: float | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.env = env
+        self.deadline = deadline
         self.id = new_workflow_id(action)
         self.action = action
         self.keyspace = keyspace
@@ -71,13 +76,14 @@ class WorkflowRun:
             created_at=now,
             updated_at=now,
         )
+        self.lock_timeout = lock_timeout if lock_timeout is not None else env.settings.lock_timeout
         self.lock = ShardLock(
             env.store,
             keyspace,
             shard,
             action=action,
             workflow_id=self.id,
-            timeout=lock_timeout if lock_timeout is not None else env.settings.lock_timeout,
+            timeout=self.lock_timeout,
         )
         self.started = time.monotonic()
         self._flush_lock = asyncio.Lock()
@@ -89,14 +95,61 @@ class WorkflowRun:
     def fence(self) -> Fence:
         return self.lock.fence
 
+    def _check_deadline(self, when: str) -> None:
+        if self.deadline is not None and time.time() >= self.deadline:
+            raise DeadlineExceededError(
+                f"{self.action} on {self.keyspace}/{self.shard} not started: the caller's "
+                f"deadline passed {when} (its client gave up); nothing was changed"
+            )
+
+    async def _acquire_saying_who_holds_it(self) -> None:
+        """Take the lock; while it is held by someone else, say by whom, for what and since
+        when (at once, then every few seconds), so a wait is never silent."""
+        acquire = asyncio.ensure_future(self.lock.acquire())
+        said: tuple[str, str] | None = None
+        next_at = 0.0
+        try:
+            while True:
+                done, _ = await asyncio.wait({acquire}, timeout=0.05 if said is None else 1.0)
+                if done:
+                    acquire.result()
+                    return
+                holder = None
+                with contextlib.suppress(TopoError):
+                    holder = await self.env.store.get_lock(self.keyspace, self.shard)
+                if holder is None:
+                    continue
+                key = (holder.instance_id, holder.workflow_id or holder.action)
+                if key != said or time.monotonic() >= next_at:
+                    said, next_at = key, time.monotonic() + 5.0
+                    age = max(0.0, time.time() - holder.started_at) if holder.started_at else 0.0
+                    left = self.lock.timeout - (time.monotonic() - self.started)
+                    self._emit({
+                        "event": "waiting", "step": "lock_shard", "holder": holder.describe(),
+                        "holder_action": holder.action, "age_s": round(age, 1),
+                        "detail": f"waiting for the shard lock held by {holder.describe()} "
+                        f"({holder.action}, {age:.0f}s); giving up in {max(0.0, left):.0f}s",
+                    })  # fmt: skip
+        finally:
+            if not acquire.done():
+                acquire.cancel()
+                with contextlib.suppress(BaseException):
+                    await acquire
+
     async def __aenter__(self) -> WorkflowRun:
         # An unknown keyspace or shard is a plain NoNodeError: no workflow record, no lock key.
         await self.env.store.get_shard(self.keyspace, self.shard)
+        self._check_deadline("before it started")
+        if self.deadline is not None:
+            self.lock.timeout = max(0.0, min(self.lock_timeout, self.deadline - time.time()))
         self.record = await self.env.store.create_workflow(self.record)
         self._emit({"event": "started", "args": self.record.args})
         try:
-            await self.step("lock_shard", self.lock.acquire())
+            await self.step("lock_shard", self._acquire_saying_who_holds_it())
+            self._check_deadline("while it waited for the shard lock")
         except BaseException as e:
+            with contextlib.suppress(Exception):
+                await self.lock.release()
             await self._finish(WorkflowStatus.FAILED, str(e) or type(e).__name__)
             raise
         self.log.info("workflow started", lock_wait_s=round(self.lock.waited_s, 4))

@@ -1,8 +1,10 @@
 """`POST /api/v1/commands/<Name>`: vtctl-style commands from the registry in
 `orchestrator.commands`, one route per command (plus a catch-all that names the known ones).
 
-Order of checks: bearer token (when one is configured), then the JSON body against the
-command's arguments, then the command runs. With `?stream=1` (or `Accept: application/x-ndjson`)
+Order of checks: bearer token (when one is configured, and the command changes something:
+read commands are as open as the GET routes), then the JSON body against the command's
+arguments, then the command runs. `X-Orchestrator-Deadline: <epoch seconds>` says when the
+client gives up: a workflow does not start acting after it. With `?stream=1` (or `Accept: application/x-ndjson`)
 the answer is NDJSON: `{"progress": {...}}` per workflow event, then one last line, either
 `{"result": ...}` or `{"error": {...}, "status": <the status it would have had>}`. Otherwise
 the answer is the result JSON, or an error with its status.
@@ -38,6 +40,26 @@ STREAM = Param("stream", "bool", "stream progress as NDJSON lines (also: Accept:
 
 # A command cancelled by the service's shutdown (its workflow released the lock).
 _CANCELLED = TopoUnavailableError("the command was cancelled: the service is shutting down")
+
+
+DEADLINE_HEADER = "X-Orchestrator-Deadline"
+
+
+def request_deadline(request: web.Request) -> float | None:
+    """When the client gives up (epoch seconds, from `X-Orchestrator-Deadline`): a workflow
+    does not start acting after it. A malformed value is a 400."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise registry.ArgumentError(
+            f"{DEADLINE_HEADER}: want epoch seconds, got {raw[:40]!r}", field=DEADLINE_HEADER
+        ) from None
+    if not value > 0:
+        raise registry.ArgumentError(f"{DEADLINE_HEADER}: must be > 0", field=DEADLINE_HEADER)
+    return value
 
 
 def check_token(request: web.Request, service: Service) -> None:
@@ -82,12 +104,16 @@ async def _details(service: Service, ctx: registry.CommandContext, exc: BaseExce
 
 def run_command(cmd: registry.Command) -> Any:
     async def handler(request: web.Request, service: Service, p: dict[str, Any]) -> Any:
-        check_token(request, service)
+        if not cmd.read:  # reads need no token, as the GET routes they mirror
+            check_token(request, service)
         args = registry.parse_args(cmd, await read_json(request))
         stream = wants_stream(request, p)
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         ctx = registry.CommandContext(
-            service, progress=queue.put_nowait if stream else None, peer=request.remote or ""
+            service,
+            progress=queue.put_nowait if stream else None,
+            peer=request.remote or "",
+            deadline=request_deadline(request),
         )
         log.info("command", command=cmd.name, args=_loggable(args), peer=ctx.peer)
         task = spawn_command(request.app, cmd.handler(ctx, args), name=f"command {cmd.name}")
@@ -227,7 +253,7 @@ def command_routes() -> list[Route]:
             (STREAM,),
             responses=_COMMAND_RESPONSES,
             content_types=(JSON, NDJSON),
-            auth=True,
+            auth=not cmd.read,
             body_schema=cmd.body_schema(),
             description=(cmd.description + "\n\n" if cmd.description else "")
             + "CLI: "

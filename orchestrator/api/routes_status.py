@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 async def list_workflows(request: web.Request, service: Service, p: dict[str, Any]) -> Any:
     return await views.workflows(
         service, keyspace=p["keyspace"], shard=p["shard"], status=p["status"],
-        limit=p["limit"] or 100,
+        action=p["action"], limit=p["limit"] or 100,
     )  # fmt: skip
 
 
@@ -43,6 +43,7 @@ ROUTES = [
           (Param("keyspace", "keyspace", "only this keyspace"),
            Param("shard", "shard", "only this shard"),
            Param("status", "workflow_status", "only runs in this state"),
+           Param("action", "workflow_action", "only this action (PlannedReparentShard, ...)"),
            Param("limit", "integer", "at most this many (default 100)"))),
     Route("GET", "/api/v1/workflows/{id}", get_workflow,
           "One workflow run with its steps, timings and result.", "workflows", "getWorkflow",
@@ -50,7 +51,7 @@ ROUTES = [
           response_schema={"$ref": "#/components/schemas/WorkflowRecord"}),
     Route("GET", "/api/v1/keyspaces/{keyspace}/shards/{shard}/journal", get_journal,
           "The reparent journal (_vt.reparent_journal) as the shard's primary has it, newest "
-          "first.", "replication", "getJournal",
+          "first, each row with the id of the workflow that wrote it.", "replication", "getJournal",
           (KS, SHARD, Param("limit", "integer", "at most this many entries (default 50)")),
           responses={404: "no such shard", 409: "the shard has no primary",
                      502: "the primary's MySQL did not answer"}),

@@ -28,6 +28,7 @@ SERVICE: web.AppKey[Service] = web.AppKey("service")
 
 CELL_PATTERN = r"^[a-z0-9][a-z0-9_]{0,62}$"
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+WORKFLOW_ACTION_PATTERN = r"^[A-Za-z][A-Za-z0-9_:()|-]{0,99}$"
 ALL_TABLET_TYPES = ("primary", *NON_PRIMARY_TYPES)
 WORKFLOW_STATUSES = ("running", "succeeded", "failed", "interrupted")
 
@@ -75,6 +76,12 @@ def _enum(choices: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
+def _pattern(pattern: str, what: str, value: str) -> str:
+    if not re.fullmatch(pattern[1:-1], value):
+        raise InvalidArgumentError(f"malformed {what} {value!r}")
+    return value
+
+
 def _workflow_id(value: str) -> str:
     if not re.fullmatch(WORKFLOW_ID_PATTERN[1:-1], value):
         raise InvalidArgumentError(f"malformed workflow id {value!r}")
@@ -89,6 +96,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "tablet_type": _enum(ALL_TABLET_TYPES),
     "workflow_status": _enum(WORKFLOW_STATUSES),
     "workflow_id": _workflow_id,
+    "workflow_action": lambda v: _pattern(WORKFLOW_ACTION_PATTERN, "workflow action", v),
     "number": _number,
     "integer": _integer,
     "bool": _bool,
@@ -103,6 +111,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {
     "tablet_type": {"type": "string", "enum": list(ALL_TABLET_TYPES)},
     "workflow_status": {"type": "string", "enum": list(WORKFLOW_STATUSES)},
     "workflow_id": {"type": "string", "pattern": WORKFLOW_ID_PATTERN},
+    "workflow_action": {"type": "string", "pattern": WORKFLOW_ACTION_PATTERN},
     "number": {"type": "number", "minimum": 0, "maximum": 1e9},
     "integer": {"type": "integer", "minimum": 1, "maximum": 999999},
     "bool": {"type": "string", "enum": list(BOOL_VALUES)},
@@ -161,6 +170,16 @@ class Route:
     endless: bool = False
 
     def parse_params(self, request: web.Request) -> dict[str, Any]:
+        """The declared parameters, validated; an undeclared query parameter is refused (a
+        filter that is silently ignored answers a question nobody asked)."""
+        known = {p.name for p in self.params if p.where == "query"}
+        unknown = sorted(set(request.query) - known)
+        if unknown:
+            raise ArgumentError(
+                f"unknown query parameter(s) {', '.join(unknown)}; accepted: "
+                f"{', '.join(sorted(known)) or 'none'}",
+                field=unknown[0],
+            )
         out: dict[str, Any] = {}
         for p in self.params:
             raw = request.match_info.get(p.name) if p.where == "path" else request.query.get(p.name)

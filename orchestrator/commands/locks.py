@@ -8,7 +8,7 @@ from orchestrator.commands.registry import KS_SHARD, Arg, ArgumentError, Command
 
 
 @command("ShowLocks", "Every shard lock held now: action, holder, age.",
-         examples=("ShowLocks",))  # fmt: skip
+         examples=("ShowLocks",), read=True)  # fmt: skip
 async def _show_locks(ctx: CommandContext, a: dict[str, Any]) -> Any:
     from orchestrator import views
 

@@ -211,6 +211,30 @@ def _parse_tablet_type(value: Any) -> str:
     return _parse_enum(NON_PRIMARY_TYPES, "tablet type")(value)
 
 
+def _parse_scope(value: Any) -> tuple[str, str | None]:
+    """`ks` or `ks/shard`."""
+    text = _string(value, "a keyspace or keyspace/shard")
+    if "/" in text:
+        ks, shard = parse_keyspace_shard(text)
+        return ks, shard
+    return check_keyspace(text), None
+
+
+WORKFLOW_ACTION_PATTERN = r"^[A-Za-z][A-Za-z0-9_:()|-]{0,99}$"
+WORKFLOW_STATUSES = ("running", "succeeded", "failed", "interrupted")
+RECOVERY_RESULTS = ("running", "succeeded", "failed", "blocked", "skipped", "cancelled")
+
+
+def _parse_count(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TopoInvalidArgumentError(f"want a whole number, got {_json_type(value)}")
+    if not 1 <= value <= 10000:
+        raise TopoInvalidArgumentError(f"{value} out of range 1-10000")
+    return value
+
+
 def _parse_text(value: Any) -> str:
     text = _string(value)
     if not 0 < len(text) <= 1000:
@@ -268,6 +292,12 @@ _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "source_id": _parse_pattern(SOURCE_ID_PATTERN, "source id"),
     "source_list": _parse_source_list,
     "source_op": _parse_enum(("create", "stop", "show"), "operation"),
+    "scope": _parse_scope,
+    "count": _parse_count,
+    "workflow_action": _parse_pattern(WORKFLOW_ACTION_PATTERN, "workflow action"),
+    "workflow_status": _parse_enum(WORKFLOW_STATUSES, "workflow status"),
+    "recovery_result": _parse_enum(RECOVERY_RESULTS, "recovery result"),
+    "cell": _parse_pattern(r"^[a-z0-9][a-z0-9_]{0,62}$", "cell"),
 }
 
 _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -295,6 +325,15 @@ _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
         "items": {"type": "string", "pattern": SOURCE_ID_PATTERN},
     },
     "source_op": lambda: {"type": "string", "enum": ["create", "stop", "show"]},
+    "scope": lambda: {
+        "type": "string",
+        "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,62}(?:/" + SHARD_PATTERN + ")?$",
+    },
+    "count": lambda: {"type": "integer", "minimum": 1, "maximum": 10000},
+    "workflow_action": lambda: {"type": "string", "pattern": WORKFLOW_ACTION_PATTERN},
+    "workflow_status": lambda: {"type": "string", "enum": list(WORKFLOW_STATUSES)},
+    "recovery_result": lambda: {"type": "string", "enum": list(RECOVERY_RESULTS)},
+    "cell": lambda: {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_]{0,62}$"},
 }
 
 
@@ -303,11 +342,16 @@ _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
 
 @dataclass
 class CommandContext:
-    """What a handler runs with: the service, where progress goes, and who asked."""
+    """What a handler runs with: the service, where progress goes, and who asked.
+
+    `deadline` (epoch seconds) is when the client gives up: a workflow must not start acting
+    after it (its lock wait is bounded by it), so a command whose client left never runs later.
+    """
 
     service: Service
     progress: ProgressFn | None = None
     peer: str = ""
+    deadline: float | None = None
     # Filled in while a workflow runs (from its progress events), for error details.
     workflow_id: str | None = None
 
@@ -331,6 +375,8 @@ class Command:
     workflow: bool = False
     description: str = ""
     examples: tuple[str, ...] = field(default_factory=tuple)
+    # Changes nothing (Get*, Show*, Find*): like the GET routes, it needs no bearer token.
+    read: bool = False
 
     def arg(self, name: str) -> Arg:
         return next(a for a in self.args if a.name == name)
@@ -373,10 +419,11 @@ COMMANDS: dict[str, Command] = {}
 
 def command(
     name: str, summary: str, *args: Arg, workflow: bool = False, description: str = "",
-    examples: tuple[str, ...] = (),
+    examples: tuple[str, ...] = (), read: bool = False,
 ) -> Callable[[Handler], Handler]:  # fmt: skip
     def register(fn: Handler) -> Handler:
-        COMMANDS[name] = Command(name, summary, tuple(args), fn, workflow, description, examples)
+        COMMANDS[name] = Command(name, summary, tuple(args), fn, workflow, description, examples,
+                                 read)  # fmt: skip
         return fn
 
     return register

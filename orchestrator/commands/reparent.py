@@ -22,6 +22,12 @@ from orchestrator.commands.registry import (
 if TYPE_CHECKING:
     from workflows.result import ReparentResult
 
+LOCK_TIMEOUT = Arg(
+    "lock_timeout", "duration",
+    'how long to wait for the shard lock (seconds, or a duration like "30s"; default: the '
+    "service's lock_timeout_s)",
+)  # fmt: skip
+
 
 async def _run_reparent(
     ctx: CommandContext,
@@ -35,6 +41,7 @@ async def _run_reparent(
 
     started = time.monotonic()
     ok = False
+    changed = True
     events = ctx.service.events
     try:
         async with events.reparent(action, event_args) as ev:
@@ -45,11 +52,12 @@ async def _run_reparent(
                 ctx.emit(event)
 
             result = await run(metrics.lock_wait_observer(progress))
+            changed = result.changed
             ev.result = result.to_dict()
         ok = True
         return ev.result
     finally:
-        metrics.observe_reparent(action, ok, time.monotonic() - started)
+        metrics.observe_reparent(action, ok, time.monotonic() - started, changed=changed)
 
 
 def _event_args(args: Mapping[str, Any], peer: str) -> dict[str, Any]:
@@ -67,6 +75,7 @@ def _event_args(args: Mapping[str, Any], peer: str) -> dict[str, Any]:
     Arg("force", "bool", "re-initialise even if the shard already has a primary",
         default=False),
     WAIT_REPLICAS,
+    LOCK_TIMEOUT,
     workflow=True,
     examples=("InitShardPrimary commerce/0 --primary zone1-101",
               "InitShardPrimary commerce/0 zone1-101"),
@@ -76,7 +85,8 @@ async def _init_shard_primary(ctx: CommandContext, a: dict[str, Any]) -> Any:
 
     ks, shard = a["keyspace_shard"]
     opts = InitShardPrimaryOptions(ks, shard, a["primary"], force=a["force"],
-                                   wait_replicas_timeout=a["wait_replicas_timeout"])  # fmt: skip
+                                   wait_replicas_timeout=a["wait_replicas_timeout"],
+                                   lock_timeout=a["lock_timeout"], deadline=ctx.deadline)  # fmt: skip
     return await _run_reparent(
         ctx, ACTION, _event_args({"keyspace": ks, "shard": shard, **_rest(a)}, ctx.peer),
         lambda progress: init_shard_primary(ctx.service.env, opts, progress=progress),
@@ -93,6 +103,7 @@ async def _init_shard_primary(ctx: CommandContext, a: dict[str, Any]) -> Any:
     WAIT_REPLICAS,
     Arg("allow_cross_cell_promotion", "bool", "allow choosing a primary-elect in another cell",
         default=False),
+    LOCK_TIMEOUT,
     workflow=True,
     examples=("PlannedReparentShard commerce/0 --new-primary zone1-102",
               "PlannedReparentShard commerce/0 --avoid-primary zone1-101 "
@@ -107,6 +118,7 @@ async def _planned_reparent(ctx: CommandContext, a: dict[str, Any]) -> Any:
         expected_primary=a["expected_primary"],
         wait_replicas_timeout=a["wait_replicas_timeout"],
         allow_cross_cell_promotion=a["allow_cross_cell_promotion"],
+        lock_timeout=a["lock_timeout"], deadline=ctx.deadline,
     )  # fmt: skip
     return await _run_reparent(
         ctx, ACTION, _event_args({"keyspace": ks, "shard": shard, **_rest(a)}, ctx.peer),
@@ -123,6 +135,7 @@ async def _planned_reparent(ctx: CommandContext, a: dict[str, Any]) -> Any:
     WAIT_REPLICAS,
     Arg("prevent_cross_cell_promotion", "bool", "only promote a tablet in the old primary's "
         "cell", default=False),
+    LOCK_TIMEOUT,
     workflow=True,
     examples=("EmergencyReparentShard commerce/0",
               "EmergencyReparentShard commerce/0 --new-primary zone1-102 "
@@ -140,6 +153,7 @@ async def _emergency_reparent(ctx: CommandContext, a: dict[str, Any]) -> Any:
         ks, shard, new_primary=a["new_primary"], ignore_replicas=a["ignore_replicas"] or (),
         wait_replicas_timeout=a["wait_replicas_timeout"],
         prevent_cross_cell_promotion=a["prevent_cross_cell_promotion"],
+        lock_timeout=a["lock_timeout"], deadline=ctx.deadline,
     )  # fmt: skip
     return await _run_reparent(
         ctx, ACTION, _event_args({"keyspace": ks, "shard": shard, **_rest(a)}, ctx.peer),

@@ -27,7 +27,7 @@ async def _stop_replication(ctx: CommandContext, a: dict[str, Any]) -> Any:
 @command(
     "ShardReplicationPositions",
     "Every tablet of a shard: type, position, replication source and lag.",
-    KS_SHARD, examples=("ShardReplicationPositions commerce/0",),
+    KS_SHARD, examples=("ShardReplicationPositions commerce/0",), read=True,
 )  # fmt: skip
 async def _shard_replication_positions(ctx: CommandContext, a: dict[str, Any]) -> Any:
     from orchestrator import views

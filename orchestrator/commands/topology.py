@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from orchestrator import events
 from orchestrator.commands.registry import KS_SHARD, TABLET, Arg, CommandContext, command
 
 
@@ -156,6 +155,8 @@ async def _change_tablet_type(ctx: CommandContext, a: dict[str, Any]) -> Any:
                 except Exception as e:
                     warnings.append(f"could not set semi-sync on {tablet.alias}: {e}")
     if old_type != new_type:
+        from orchestrator import events
+
         await ctx.service.events.publish_quietly(
             events.TABLET_TYPE_CHANGED,
             {"alias": tablet.alias, "keyspace": tablet.keyspace, "shard": tablet.shard,

@@ -46,6 +46,19 @@ The analyses, in the order they matter:
   - NeedsRebuild: a spare tablet that came back with transactions the shard never had (errant
     GTIDs, found by that check and kept in its `needs_rebuild` tag). Report only: its data must
     be rebuilt, never silently rejoined.
+- Reported, never repaired (so that the health page is honest about what does not serve):
+  - TabletUnreachable: a tablet that does not answer its checks (until UnhealthyTablet applies
+    to it; a spare or drained tablet stays unreachable).
+  - TabletInSpare: a spare tablet that is not on its way back (it does not answer, or has no
+    target type): it serves nothing.
+  - ReplicationStoppedByOperator: replication stopped by StopReplication, left stopped until
+    StartReplication.
+  - ReplicaLagging: a replica whose lag is over `max_lag_s`.
+  - TabletInMaintenance: a tablet under a maintenance window (BeginMaintenance): its problems
+    are still reported, but nothing recovers it until the window ends or expires.
+  - ShardHasNoServingReplica: the primary works but no `replica` tablet answers and replicates
+    from it (reads have nowhere to go, and a failover would have no candidate).
+  - ShardHasNoPrimary: the Shard record names no primary (with or without tablets).
 
 Replication problems are only judged while the primary answers: with the primary gone, every
 replica looks broken and the one fix that matters is the failover.
@@ -60,6 +73,7 @@ from typing import Any
 
 from mysqlctl.client import ServerStatus
 from topo.records import LockInfo, Shard, Tablet, TabletType
+from workflows.common import active_maintenance
 from workflows.replication import NEEDS_REBUILD_TAG, STOPPED_BY_OPERATOR_TAG
 
 # Tablets that replicate from the primary and whose replication the health checks maintain.
@@ -85,6 +99,12 @@ class ProblemKind(enum.StrEnum):
     UNHEALTHY_TABLET = "UnhealthyTablet"
     SPARE_TABLET_HEALTHY = "SpareTabletHealthy"
     NEEDS_REBUILD = "NeedsRebuild"
+    TABLET_UNREACHABLE = "TabletUnreachable"
+    TABLET_SPARE = "TabletInSpare"
+    REPLICATION_STOPPED_BY_OPERATOR = "ReplicationStoppedByOperator"
+    REPLICA_LAGGING = "ReplicaLagging"
+    TABLET_IN_MAINTENANCE = "TabletInMaintenance"
+    NO_SERVING_REPLICA = "ShardHasNoServingReplica"
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,8 @@ class TabletHealth:
     error: str | None = None
     checked_at: float = 0.0
     consecutive_failures: int = 0
+    # When the tablet last answered a check (epoch seconds; 0: never, as far as we know).
+    last_healthy_at: float = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -131,11 +153,14 @@ def analyze(
     *,
     lock: LockInfo | None = None,
     unhealthy_checks: int = 3,
+    max_lag_s: float | None = None,
+    now: float | None = None,
 ) -> list[Problem]:
-    """Every problem of one shard, primary problems first.
+    """Every problem of one shard, primary problems first, shard-wide reports last.
 
     `tablets` may include other shards' tablets (they are ignored). A tablet without an entry in
-    `statuses` has not been checked yet and is neither healthy nor failing.
+    `statuses` has not been checked yet and is neither healthy nor failing. `now` (epoch
+    seconds) decides which maintenance windows are still open.
     """
     ks, name = shard.keyspace, shard.name
 
@@ -152,9 +177,13 @@ def analyze(
     # -- the primary -------------------------------------------------------------------------
     primary_ok = False  # the primary answers and acts as one: replication can be judged
     suppress_writable = False
+    for t in mine:
+        window = active_maintenance(t, now)
+        if window is not None:
+            out.append(problem(ProblemKind.TABLET_IN_MAINTENANCE, t.alias, window.describe(now)))
     if shard.primary_alias is None:
-        if mine:
-            out.append(problem(ProblemKind.NO_PRIMARY, None, "no primary: run InitShardPrimary"))
+        what = "run InitShardPrimary" if mine else "the shard has no tablet either"
+        out.append(problem(ProblemKind.NO_PRIMARY, None, f"no primary: {what}"))
     elif primary is None:
         out.append(
             problem(
@@ -224,20 +253,20 @@ def analyze(
                 primary_ok = not status.read_only
 
     # -- every other tablet --------------------------------------------------------------------
+    serving_replicas: list[str] = []  # `replica` tablets that answer and replicate, no error
     for t in others:
         health = statuses.get(t.alias)
         if health is None:
             continue
         tstatus = health.status
         if tstatus is None:
+            failures = f"{health.consecutive_failures} failed check(s) in a row: {health.error}"
             if t.type in REPLICATING_TYPES and health.consecutive_failures >= unhealthy_checks:
-                out.append(
-                    problem(
-                        ProblemKind.UNHEALTHY_TABLET,
-                        t.alias,
-                        f"{health.consecutive_failures} failed checks in a row: {health.error}",
-                    )
-                )
+                out.append(problem(ProblemKind.UNHEALTHY_TABLET, t.alias, failures))
+            else:
+                out.append(problem(ProblemKind.TABLET_UNREACHABLE, t.alias, failures))
+            if t.type == TabletType.SPARE and not t.tags.get(NEEDS_REBUILD_TAG):
+                out.append(problem(ProblemKind.TABLET_SPARE, t.alias, _spare_detail(t)))
             continue
         if t.type == TabletType.SPARE and t.tags.get(NEEDS_REBUILD_TAG):
             detail = f"needs rebuild: {t.tags[NEEDS_REBUILD_TAG]}"
@@ -251,6 +280,8 @@ def analyze(
                     f"answers again; back to {t.target_type.value}",
                 )
             )
+        elif t.type == TabletType.SPARE:
+            out.append(problem(ProblemKind.TABLET_SPARE, t.alias, _spare_detail(t)))
         if not tstatus.read_only and not suppress_writable:
             out.append(
                 problem(ProblemKind.REPLICA_WRITABLE, t.alias, f"{t.type.value} with read_only=OFF")
@@ -260,6 +291,16 @@ def analyze(
         found = _replication_problem(t, tstatus, primary)
         if found is not None:
             out.append(problem(found[0], t.alias, found[1]))
+        elif t.type == TabletType.REPLICA:
+            serving_replicas.append(t.alias)
+        lag = tstatus.replication.lag_seconds if tstatus.replication is not None else None
+        if max_lag_s is not None and lag is not None and lag > max_lag_s:
+            out.append(
+                problem(
+                    ProblemKind.REPLICA_LAGGING, t.alias,
+                    f"{lag:g}s behind the primary (threshold {max_lag_s:g}s)",
+                )
+            )  # fmt: skip
         if not tstatus.errant.is_empty():
             out.append(
                 problem(
@@ -268,7 +309,26 @@ def analyze(
                     f"transactions the primary never had: {tstatus.errant.encode()}",
                 )
             )
+
+    # -- the shard as a whole ------------------------------------------------------------------
+    if primary_ok and not serving_replicas:
+        replicas = [t.alias for t in others if t.type == TabletType.REPLICA]
+        out.append(
+            problem(
+                ProblemKind.NO_SERVING_REPLICA,
+                None,
+                "no replica answers and replicates from the primary "
+                + (f"(replicas: {', '.join(replicas)})" if replicas else "(no replica tablet)")
+                + ": reads have nowhere to go and a failover has no candidate",
+            )
+        )
     return out
+
+
+def _spare_detail(t: Tablet) -> str:
+    if t.target_type not in (None, TabletType.SPARE) and t.target_type is not None:
+        return f"spare, serves nothing; returns to {t.target_type.value} once it answers"
+    return "spare, serves nothing; ChangeTabletType puts it back"
 
 
 def _status(statuses: Mapping[str, TabletHealth], t: Tablet) -> ServerStatus | None:
@@ -364,7 +424,12 @@ def _replication_problem(
     stopped = [n for n, running in (("IO", repl.io_state != "No"), ("SQL", repl.sql_running))
                if not running]  # fmt: skip
     if stopped and t.tags.get(STOPPED_BY_OPERATOR_TAG):
-        return None  # an operator ran StopReplication: leave it stopped until StartReplication
+        # An operator ran StopReplication: reported, left stopped until StartReplication.
+        return (
+            ProblemKind.REPLICATION_STOPPED_BY_OPERATOR,
+            f"{' and '.join(stopped)} thread stopped by {t.tags[STOPPED_BY_OPERATOR_TAG]}; "
+            "StartReplication restarts it",
+        )
     if stopped:
         return ProblemKind.REPLICATION_STOPPED, f"{' and '.join(stopped)} thread stopped, no error"
     return None

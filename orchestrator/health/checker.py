@@ -29,6 +29,8 @@ import structlog
 
 from orchestrator.health import metrics
 from orchestrator.health.analysis import Problem, TabletHealth, analyze
+from orchestrator.health.control import RecoveryControl
+from orchestrator.health.control import load as load_control
 from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
 from topo.errors import TopoError
 from topo.records import Keyspace, LockInfo, Shard, Tablet
@@ -76,6 +78,9 @@ class HealthChecker:
         self._swept_term = -1
         self._next_sweep_at = 0.0
         self._sweep_locks: dict[str, LockInfo] = {}
+        # The last cycle's recovery pauses and keyspaces (for /api/v1/health).
+        self.control = RecoveryControl()
+        self.keyspaces: list[Keyspace] = []
 
     # -- what the API shows ------------------------------------------------------------------
 
@@ -114,7 +119,13 @@ class HealthChecker:
             "errant": None if s is None or s.errant.is_empty() else s.errant.encode(),
             "checked_at": h.checked_at,
             "consecutive_failures": h.consecutive_failures,
+            "last_healthy_at": h.last_healthy_at or None,
         }
+
+    def last_healthy_at(self, alias: str) -> float | None:
+        """When this tablet last answered a health check of this instance (None: not seen)."""
+        h = self._health.get(alias)
+        return h.last_healthy_at if h is not None and h.last_healthy_at else None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -146,6 +157,9 @@ class HealthChecker:
         leader = self.service.election.is_leader
         if leader:
             await self._sweep_interrupted(topo.locks)
+        control = await load_control(self.store)
+        self.control = control
+        paused: dict[tuple[str, str], bool] = {}
         by_shard: dict[str, list[Tablet]] = {}
         for t in topo.tablets:
             by_shard.setdefault(f"{t.keyspace}/{t.shard}", []).append(t)
@@ -156,11 +170,16 @@ class HealthChecker:
             problems = analyze(
                 shard, by_shard.get(key, []), self._health, lock=topo.locks.get(key),
                 unhealthy_checks=self.settings.unhealthy_checks_to_spare,
+                max_lag_s=self.settings.replica_lag_threshold_s, now=time.time(),
             )  # fmt: skip
             self._problems[key] = problems
+            keyspace = topo.keyspaces.get(shard.keyspace)
+            paused[(shard.keyspace, shard.name)] = not self.settings.recoveries_enabled or (
+                control.paused(shard.keyspace, shard.name, keyspace) is not None
+            )
             try:
                 await self.recovery.consider(
-                    topo.keyspaces.get(shard.keyspace), key, problems, leader=leader
+                    keyspace, key, problems, leader=leader, control=control
                 )
             except TopoError as e:
                 log.warning(f"no action: shard {key}: topology unavailable", error=str(e))
@@ -169,6 +188,8 @@ class HealthChecker:
         for key in set(self._problems) - seen:
             del self._problems[key]
         metrics.set_tablets(topo.tablets, self._health)
+        metrics.set_health_gauges(topo.tablets, self._health, self._problems, paused)
+        self.keyspaces = list(topo.keyspaces.values())
         self.cycles += 1
         self.last_cycle_at = time.time()
 
@@ -217,7 +238,9 @@ class HealthChecker:
             metrics.observe_probe(tablet, time.monotonic() - started, status is not None)
         prev = self._health.get(tablet.alias)
         failures = 0 if status is not None else (prev.consecutive_failures if prev else 0) + 1
-        health = TabletHealth(tablet.alias, status, error, time.time(), failures)
+        now = time.time()
+        last_healthy = now if status is not None else (prev.last_healthy_at if prev else 0.0)
+        health = TabletHealth(tablet.alias, status, error, now, failures, last_healthy)
         if prev is not None and prev.healthy != health.healthy:
             log.info(f"tablet {tablet.alias} is {'healthy again' if health.healthy else 'unhealthy'}",
                      error=error)  # fmt: skip

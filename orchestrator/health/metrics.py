@@ -48,9 +48,32 @@ def count_recovery(problem: Problem, action: str, result: str) -> None:
                 action=action, result=result).inc()  # fmt: skip
 
 
-def observe_reparent(action: str, succeeded: bool, seconds: float) -> None:
+def observe_reparent(action: str, succeeded: bool, seconds: float, *, changed: bool = True) -> None:
     if _REPARENT is not None:
-        _REPARENT(action, succeeded, seconds)
+        _REPARENT(action, succeeded, seconds, changed=changed)
+
+
+def set_health_gauges(
+    tablets: Iterable[Tablet],
+    health: dict[str, TabletHealth],
+    problems: dict[str, list[Problem]],
+    paused: dict[tuple[str, str], bool],
+) -> None:
+    """Per-tablet lag, per-shard problem counts and pause state, after each health cycle."""
+    lags: dict[tuple[str, str, str, str], float] = {}
+    for t in tablets:
+        h = health.get(t.alias)
+        repl = h.status.replication if h is not None and h.status is not None else None
+        if repl is not None and repl.lag_seconds is not None:
+            lags[(t.keyspace, t.shard, t.alias, t.type.value)] = float(repl.lag_seconds)
+    counts: dict[tuple[str, str, str], int] = {}
+    for found in problems.values():
+        for p in found:
+            key = (p.keyspace, p.shard, p.kind.value)
+            counts[key] = counts.get(key, 0) + 1
+    _m.set_tablet_lag(lags)
+    _m.set_shard_problems(counts)
+    _m.set_recovery_paused(paused)
 
 
 def set_tablets(tablets: Iterable[Tablet], health: dict[str, TabletHealth]) -> None:

@@ -19,6 +19,11 @@ from may be a cycle old:
                               never had: then it stays spare, tagged needs_rebuild (NeedsRebuild)
     anything else          -> reported, nothing done
 
+Paused recovery (`orchestrator.health.control`: globally, a keyspace's `auto_recovery`, a
+shard) and tablets under a maintenance window (BeginMaintenance) are never recovered: the
+problems are still reported, and each recovery that would have run is recorded as blocked with
+the reason (category "paused" or "maintenance"), once per stretch.
+
 With `disable_active_reparents` an external tool owns failover and, as the Vitess documentation
 puts it, "manages the replication process": then only the spare transitions run, everything else
 is reported as blocked (fencing a replica or repointing one could fight the tool mid-failover).
@@ -61,6 +66,7 @@ from orchestrator.health.analysis import (
     ProblemKind,
     analyze,
 )
+from orchestrator.health.control import RecoveryControl
 from topo.errors import BadVersionError, LockTimeoutError, NodeExistsError, TopoError
 from topo.lock import ShardLock
 from topo.records import Keyspace, LockInfo, Tablet, TabletType, WorkflowRecord, WorkflowStatus
@@ -137,8 +143,9 @@ class Recoveries:
     # -- deciding ----------------------------------------------------------------------------
 
     async def consider(
-        self, keyspace: Keyspace | None, shard_key: str, problems: list[Problem], *, leader: bool
-    ) -> None:
+        self, keyspace: Keyspace | None, shard_key: str, problems: list[Problem], *, leader: bool,
+        control: RecoveryControl | None = None,
+    ) -> None:  # fmt: skip
         """Decide what to do about one shard's problems and say it in one sentence."""
         if not problems:
             self._say(shard_key, f"no action: shard {shard_key} healthy", quiet=True)
@@ -163,16 +170,30 @@ class Recoveries:
                 shard_key, f"no action: shard {shard_key}: {listing}; recoveries are disabled"
             )
             return
+        ks_name, _, shard_name = shard_key.partition("/")
+        paused = (control or RecoveryControl()).paused(ks_name, shard_name, keyspace)
+        if paused is not None:
+            for p in actionable:
+                self._record_blocked(p, "paused", paused[1])
+            self._say(shard_key, f"no action: shard {shard_key}: {listing}; {paused[1]}")
+            return
         task = self._tasks.get(shard_key)
         if task is not None and not task.done():
             self._say(
                 shard_key, f"no action: shard {shard_key}: a recovery is still running", quiet=True
             )
             return
+        in_maintenance = {
+            p.tablet: p.detail for p in problems if p.kind == ProblemKind.TABLET_IN_MAINTENANCE
+        }
         plan: list[Problem] = []
         blocked: list[str] = []
         for p in actionable:
-            why = await self._blocked(keyspace, p)
+            why = (
+                ("maintenance", f"{p.tablet} is {in_maintenance[p.tablet]}")
+                if p.tablet in in_maintenance
+                else await self._blocked(keyspace, p)
+            )
             if why is not None:
                 self._record_blocked(p, *why)
                 blocked.append(f"{p.kind.value} {p.tablet or ''}".strip() + f" blocked: {why[1]}")
@@ -215,8 +236,6 @@ class Recoveries:
                 "owns failover and replication, the health checks only report"
             )
         if p.kind == ProblemKind.DEAD_PRIMARY:
-            if keyspace is not None and not keyspace.auto_recovery:
-                return "keyspace", f"automatic recovery is off for keyspace {keyspace.name}"
             last = await self.last_failover(p.keyspace, p.shard)
             if last is not None:
                 age = time.time() - float(last.get("time", 0))
@@ -373,6 +392,7 @@ class Recoveries:
         problems = analyze(
             view.shard, view.tablets, health, lock=lock,
             unhealthy_checks=self.settings.unhealthy_checks_to_spare,
+            max_lag_s=self.settings.replica_lag_threshold_s, now=time.time(),
         )  # fmt: skip
         return view, any(q.kind == p.kind and q.tablet == p.tablet for q in problems)
 
@@ -411,9 +431,15 @@ class Recoveries:
             {"keyspace": p.keyspace, "shard": p.shard, "reason": p.describe()},
             emergency_reparent_shard(self.service.env, opts),
         )
+        window = (
+            f", {result.unavailable_window_ms / 1000:.1f}s after the old primary's last healthy "
+            "check"
+            if result.unavailable_window_ms is not None
+            else ""
+        )
         return (
             f"{result.new_primary} is the new primary (workflow {result.workflow_id}, "
-            f"promoted {result.write_unavailable_ms} ms after start)"
+            f"promoted {result.write_unavailable_ms} ms after start{window})"
         )
 
     async def _reparent_tablet(self, p: Problem) -> str:
@@ -430,6 +456,7 @@ class Recoveries:
         """Run a reparent workflow as the API would: reparent.* events and metrics included."""
         started = time.monotonic()
         ok = False
+        changed = True
         events = getattr(self.service, "events", None)
         try:
             if events is None or not hasattr(events, "reparent"):
@@ -440,9 +467,10 @@ class Recoveries:
                     to_dict = getattr(result, "to_dict", None)
                     ev.result = to_dict() if to_dict else result
             ok = True
+            changed = bool(getattr(result, "changed", True))
             return result
         finally:
-            metrics.observe_reparent(action, ok, time.monotonic() - started)
+            metrics.observe_reparent(action, ok, time.monotonic() - started, changed=changed)
 
     def _mysql(self, view: ShardView, p: Problem) -> MysqlClient:
         assert p.tablet is not None

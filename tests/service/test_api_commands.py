@@ -277,15 +277,22 @@ async def test_commands_need_the_bearer_token_when_one_is_set(
     shard = await shard_factory(tablets=1)
     url = (await service_factory(shard, api_token="s3cret-token")).url
     for token in (None, "wrong", "s3cret-token-and-more"):
-        status, body = await command(http, url, "ShowLocks", token=token)
+        status, body = await command(http, url, "CreateKeyspace", {"keyspace": "sales"},
+                                     token=token)  # fmt: skip
         assert (status, error_code(body)) == (401, "UNAUTHENTICATED"), token
+    assert [k.name for k in await shard.store.list_keyspaces()] == ["commerce"]
     async with http.post(f"{url}/api/v1/commands/NoSuchCommand", json={}) as r:
         assert r.status == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-    status, body = await command(http, url, "ShowLocks", token="s3cret-token")
-    assert status == 200 and body == {"locks": []}
-    # Reads stay open.
+    status, body = await command(http, url, "CreateKeyspace", {"keyspace": "sales"},
+                                 token="s3cret-token")  # fmt: skip
+    assert status == 200 and body["name"] == "sales"
+    # Reads stay open, and read commands agree with the GET routes they mirror.
     status, body = await get(http, url, "/api/v1/keyspaces/commerce/shards/0")
     assert status == 200 and body["primary_alias"] == "zone1-101"
+    status, body = await command(http, url, "ShowLocks")
+    assert status == 200 and body == {"locks": []}
+    status, body = await get(http, url, "/api/v1/locks")
+    assert status == 200 and body == {"locks": []}
 
 
 async def test_disabled_active_reparents_refuse_prs_but_not_ter(
