@@ -55,8 +55,8 @@ async def test_recoveries_paused_and_resumed_globally_per_keyspace_and_per_shard
         assert r.json["recoveries"] == "paused"
         await stop_replication_by_hand()
         blocked = await wait_for(
-            lambda: [e for e in recoveries(rs, K.REPLICATION_STOPPED, "blocked")
-                     if e["category"] == "paused" and reason in e["reason"]],
+            lambda reason=reason: [e for e in recoveries(rs, K.REPLICATION_STOPPED, "blocked")
+                                   if e["category"] == "paused" and reason in e["reason"]],
             5, f"the restart to be blocked by the {scope} pause",
         )  # fmt: skip
         assert expect in blocked[0]["reason"], blocked[0]["reason"]
