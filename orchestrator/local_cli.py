@@ -194,15 +194,32 @@ def _local_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asyncio.run(cluster.describe(state)), indent=2))
         return 0
+    # What runs, with pids (on stderr: stdout is the table, for scripts).
+    for e in state.etcd:
+        running = e.refresh()
+        print(f"etcd       {e.endpoint}  " + (f"pid {e.pid}" if running else "NOT RUNNING"),
+              file=sys.stderr)  # fmt: skip
+    for endpoint in state.external_etcd:
+        print(f"etcd       {endpoint}  (external)", file=sys.stderr)
+    services = state.service_procs()
+    print(f"service    {state.api_url or '-'}  "
+          + (", ".join(f"pid {p.pid}" for p in services) if services else "NOT RUNNING"),
+          file=sys.stderr)  # fmt: skip
+    for p in state.worker_procs():
+        print(f"worker     pid {p.pid}", file=sys.stderr)
     rows = asyncio.run(cluster.status_rows(state))
-    header = ("TABLET", "SHARD", "ROLE", "READ_ONLY", "REPLICATING FROM", "POSITION", "LAG")
+    pids = {t.alias: t.server.running_pid() for t in state.tablets}
+    header = ("TABLET", "SHARD", "ROLE", "READ_ONLY", "REPLICATING FROM", "POSITION", "LAG",
+              "PID", "REPLICATION")  # fmt: skip
     table = [header] + [
         (
             r["alias"], r["shard"], r["type"],
             "-" if r["read_only"] is None else ("yes" if r["read_only"] else "no"),
-            r["replicating_from"] or ("-" if r["error"] is None else f"DOWN: {r['error'][:40]}"),
+            r["replicating_from"] or ("-" if r["error"] is None else "DOWN"),
             r["position"] or "-",
             "-" if r["lag_seconds"] is None else f"{r['lag_seconds']}s",
+            pids.get(r["alias"]) or "-",
+            _replication(r),
         )
         for r in rows
     ]  # fmt: skip
@@ -210,6 +227,20 @@ def _local_status(args: argparse.Namespace) -> int:
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def _replication(r: dict[str, Any]) -> str:
+    """A tablet's replication in words: never cut short (an error must be read whole)."""
+    if r["error"] is not None:
+        return f"DOWN: {r['error']}"
+    if not r["replicating_from"]:
+        return "-"
+    io, sql = r["io_running"], r["sql_running"]
+    if io and sql:
+        return "running"
+    if not io and not sql:
+        return "stopped"
+    return f"IO {'running' if io else 'stopped'}, SQL {'running' if sql else 'stopped'}"
 
 
 def _local_drill(args: argparse.Namespace) -> int:
