@@ -11,8 +11,9 @@ create-if-absent; `update_*_fields(fn)` is a compare-and-swap loop. Keys under t
     global/migration/status/<task>/<source-id>       SubtaskStatus: written by the bound worker
 
 Source ids such as `commerce/-80` are percent-encoded in keys. A binding's `epoch` only ever
-grows: every rebind writes epoch + 1 (a compare-and-swap), and the downstream checkpoint refuses
-commits from any other epoch, which is what fences a worker that lost its binding.
+grows (every bind writes one above the store's revision, as a compare-and-swap), also across a
+stop-task and start-task, and the downstream checkpoint refuses commits from any other epoch,
+which is what fences a worker that lost its binding.
 """
 
 from __future__ import annotations
@@ -201,13 +202,14 @@ class MigrationStore:
         return await self._update_fields(self.task_key(name), TaskRecord, f"task {name}", stamped)
 
     async def delete_task(self, name: str) -> None:
-        """The task, its bindings and statuses (stop-task)."""
-        await self.kv.delete_prefix(f"{self.prefix}bindings/{name}/")
-        await self.kv.delete_prefix(f"{self.prefix}status/{name}/")
+        """The task, then its bindings and statuses (stop-task). The task goes first: a
+        scheduler that still saw it would bind its subtasks again."""
         try:
             await self.kv.delete(self.task_key(name))
         except NoNodeError:
             pass
+        await self.kv.delete_prefix(f"{self.prefix}bindings/{name}/")
+        await self.kv.delete_prefix(f"{self.prefix}status/{name}/")
 
     # -- registered sources ----------------------------------------------------------------
 
@@ -255,11 +257,15 @@ class MigrationStore:
         the binding as last read, None if there was none). BadVersionError or NodeExistsError
         when someone else rebound it meanwhile."""
         key = self.binding_key(task, source_id)
+        # The epoch must exceed every epoch this subtask ever had, also across a stop-task and
+        # start-task (which forget the binding but not the checkpoint downstream): the store's
+        # revision only grows, and every earlier epoch was at most the revision after its write.
+        revision = await self.kv.revision()
         rec = Binding(
             task=task,
             source=source_id,
             worker=worker,
-            epoch=(current.epoch if current else 0) + 1,
+            epoch=max(revision + 1, (current.epoch if current else 0) + 1),
             bound_at=time.time(),
         )
         if current is None:

@@ -53,8 +53,7 @@ class SubtaskRunner:
         self.server: SourceServer | None = None
         self._avoid: set[str] = set()
 
-    async def run(self) -> None:
-        """Until cancelled, finished, paused or fenced."""
+    async def _run(self) -> None:
         ctx = self.ctx
         flusher = asyncio.create_task(ctx.flush_status_forever(), name=f"status {ctx.source_id}")
         ctx.report(stage=Stage.RUNNING)
@@ -98,12 +97,16 @@ class SubtaskRunner:
                     return
                 backoff = BACKOFF_MIN_S
         finally:
-            try:
-                await cancel_and_wait(flusher)
-            finally:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await ctx.flush_status()
+            await cancel_and_wait(flusher)
+
+    async def run(self) -> None:
+        """Until cancelled, finished, paused or fenced. The last status is written when the
+        subtask ends by itself; a cancelled one (stopped, rebound) leaves the status to its
+        successor."""
+        await self._run()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await self.ctx.flush_status()
 
     async def _run_once(self) -> bool:
         """Steps 1-4 once; True when the subtask is finished (full mode). A source switch
