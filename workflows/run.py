@@ -114,9 +114,15 @@ class WorkflowRun:
                 if done:
                     acquire.result()
                     return
-                holder = None
-                with contextlib.suppress(TopoError):
-                    holder = await self.env.store.get_lock(self.keyspace, self.shard)
+                # Read the holder without ever delaying the moment the lock is ours.
+                reading = asyncio.ensure_future(self.env.store.get_lock(self.keyspace, self.shard))
+                await asyncio.wait({acquire, reading}, return_when=asyncio.FIRST_COMPLETED)
+                if not reading.done():
+                    reading.cancel()
+                    with contextlib.suppress(BaseException):
+                        await reading
+                    continue
+                holder = None if reading.cancelled() or reading.exception() else reading.result()
                 if holder is None:
                     continue
                 key = (holder.instance_id, holder.workflow_id or holder.action)
