@@ -64,6 +64,13 @@ class SourceUnavailableError(MigrationError):
     code = "SOURCE_UNAVAILABLE"
 
 
+class SourceBehindError(SourceUnavailableError):
+    """The server a subtask would read lacks its checkpoint, but the shard's primary has it:
+    a replica that has not caught up yet (right after a reparent). Retried like an outage."""
+
+    code = "SOURCE_BEHIND"
+
+
 class TargetUnavailableError(MigrationError):
     """The downstream server does not answer; retried with backoff like a source."""
 

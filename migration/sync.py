@@ -34,16 +34,18 @@ from migration.ddl import ALREADY_APPLIED_CODES, UnparsedDdl, parse_ddl
 from migration.errors import (
     DdlNeedsCoordinationError,
     DivergenceError,
+    SourceBehindError,
     UnsupportedDdlError,
 )
 from migration.rows import DdlChange, RowChange, Transaction, change_statements
 from migration.schema import table_info
 from migration.sources import SourceServer
 from migration.spec import SYSTEM_SCHEMAS, TaskSpec
-from mysqlctl.errors import MysqlServerError
+from mysqlctl.errors import MysqlError, MysqlServerError
 from mysqlctl.flavor import detect_flavor
 from mysqlctl.gtid import MariadbGtidSet, MysqlGtidSet, Position
 from mysqlctl.session import Session
+from topo.errors import TopoError
 
 DUPLICATE_KEY = 1062
 
@@ -89,7 +91,7 @@ class Syncer:
         async with await ctx.server_session(self.server.host, self.server.port) as s:
             flavor, have = await server_position(s)
         self.flavor = flavor
-        self._check_contains(cp.gtid, have)
+        await self._check_contains(cp.gtid, have)
         # 2. stream
         reader = BinlogReader(
             ctx.creds.params(self.server.host, self.server.port),
@@ -119,21 +121,46 @@ class Syncer:
 
     # -- steps ---------------------------------------------------------------------------
 
-    def _check_contains(self, checkpoint: str, have: str) -> None:
-        if not checkpoint:
+    async def _check_contains(self, checkpoint: str, have: str) -> None:
+        """The server holds our checkpoint; if not, either it is merely behind (a replica
+        that has not yet received what the shard's primary has: wait for it) or the shard
+        lost transactions the target has (the primary lacks them too: divergence)."""
+        if not checkpoint or _contains(self.flavor, have, checkpoint):
             return
-        want = parse_gtids(self.flavor, checkpoint)
-        got = parse_gtids(self.flavor, have)
-        if not got.contains(want):
-            missing = want.difference(got)
-            raise DivergenceError(
-                f"{self.server.describe()} lacks transactions the target already has from "
-                f"{self.ctx.source_id}: checkpoint {checkpoint}, server has {have or '(nothing)'}"
-                f", missing {missing.body()} (the shard lost them, e.g. in a failover); resuming "
-                "here would keep rows downstream that the source no longer has",
-                checkpoint=checkpoint,
-                server_position=have,
+        primary = await self._primary_position()
+        if primary is not None and _contains(self.flavor, primary, checkpoint):
+            raise SourceBehindError(
+                f"{self.server.describe()} is behind the checkpoint {checkpoint} (it has "
+                f"{have or 'nothing'}; the shard's primary has it): waiting for it to catch up"
             )
+        missing = parse_gtids(self.flavor, checkpoint).difference(parse_gtids(self.flavor, have))
+        raise DivergenceError(
+            f"{self.server.describe()} lacks transactions the target already has from "
+            f"{self.ctx.source_id}: checkpoint {checkpoint}, server has {have or '(nothing)'}"
+            f", missing {missing.body()} (the shard lost them, e.g. in a failover); resuming "
+            "here would keep rows downstream that the source no longer has",
+            checkpoint=checkpoint,
+            server_position=have,
+        )
+
+    async def _primary_position(self) -> str | None:
+        """The position of the source shard's primary, when it is another server than the one
+        we read (None for an external source, or when the primary does not answer)."""
+        shard = self.ctx.source.shard
+        if shard is None:
+            return None
+        try:
+            rec = await self.ctx.topo.get_shard(*shard)
+            if rec.primary_alias is None or rec.primary_alias == self.server.alias:
+                return None
+            t = await self.ctx.topo.get_tablet(rec.primary_alias)
+            async with await self.ctx.server_session(t.mysql_host, t.mysql_port) as s:
+                return (await server_position(s))[1]
+        except (TopoError, MysqlError):
+            raise SourceBehindError(
+                f"{self.server.describe()} lacks the checkpoint and the shard's primary cannot "
+                "be asked now (a failover under way?): trying again"
+            ) from None
 
     def _route(self, db: str, table: str) -> tuple[str, str] | None:
         return self.ctx.spec.route(db, table) if self.ctx.spec.allows(db, table) else None

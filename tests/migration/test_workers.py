@@ -3,7 +3,6 @@ plus a moment, and a worker that lost its binding can never write to the target 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -52,11 +51,19 @@ async def test_killed_worker_subtask_resumes_on_another_within_lease_ttl(
         w.start(ids[w.shard])
     mc.start_scheduler()
     procs = {n: mc.start_worker_process(n, lease_ttl=LEASE_TTL) for n in ("w1", "w2")}
-    await asyncio.sleep(0.5)  # both registered, so the scheduler spreads the subtasks
+
+    async def both_registered() -> bool:  # so that the scheduler spreads the subtasks
+        return len(await mc.mstore.list_workers()) == 2
+
+    await eventually(both_registered, 20, "both workers to register")
     await mc.ops().start(merge_task(mc))
     source = f"{mc.keyspace}/-80"
-    for s in (source, f"{mc.keyspace}/80-"):
-        await eventually(lambda s=s: _syncing(mc, s), 30, f"{s} to sync")
+    try:
+        for s in (source, f"{mc.keyspace}/80-"):
+            await eventually(lambda s=s: _syncing(mc, s), 30, f"{s} to sync")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nw1: {mc.worker_log('w1')[-2000:]}\nw2: "
+                             f"{mc.worker_log('w2')[-2000:]}") from None  # fmt: skip
     before = await _status(mc, source)
     holder = before["sourceStatus"]["worker"]
     other = "w2" if holder == "w1" else "w1"
