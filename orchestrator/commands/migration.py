@@ -21,6 +21,7 @@ SOURCES = Arg("source", "source_list", "only these sources (repeatable; default 
     "overlap, tables without a key, sources without ROW binlogs with full images and column "
     "metadata, missing privileges, unreachable servers. Exit code 1 when any check fails.",
     examples=("check-task task.yaml",),
+    read=True,
 )  # fmt: skip
 async def _check_task(ctx: CommandContext, a: dict[str, Any]) -> Any:
     from migration.errors import CheckFailedError
@@ -71,6 +72,7 @@ async def _resume_task(ctx: CommandContext, a: dict[str, Any]) -> Any:
     "progress, positions, lag, safe mode, last error.",
     Arg("name", "task_name", "the task's name (default: every task)", cli="positional"),
     examples=("query-status", "query-status merge-orders"),
+    read=True,
 )  # fmt: skip
 async def _query_status(ctx: CommandContext, a: dict[str, Any]) -> Any:
     return await ctx.service.migration.query_status(a["name"])

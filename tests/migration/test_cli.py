@@ -114,3 +114,21 @@ async def test_cli_errors_are_one_line_with_the_right_exit_code(
     failing.write_text(merge_task(mc))  # no tables exist yet: every route matches nothing
     code, _, err = await ctl(svc.url, "check-task", str(failing))
     assert code == 1 and "FAILED_PRECONDITION" in err and "routes[0]" in err
+
+
+async def test_migration_reads_need_no_token_and_changes_do(
+    mcluster: MigrationCluster, service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    mc = mcluster
+    await seed(mc, 10)
+    svc = await service_factory(mc, api_token="s3cret")  # type: ignore[arg-type]
+    task = tmp_path / "task.yaml"
+    task.write_text(merge_task(mc))
+    code, doc, err = await ctl(svc.url, "query-status")
+    assert code == 0 and doc == {"result": True, "msg": "", "tasks": []}, err
+    code, doc, err = await ctl(svc.url, "check-task", str(task))
+    assert code == 0, err
+    code, _, err = await ctl(svc.url, "start-task", str(task))
+    assert code == 1 and "UNAUTHENTICATED" in err
+    code, doc, err = await ctl(svc.url, "--token", "s3cret", "start-task", str(task))
+    assert code == 0, err
