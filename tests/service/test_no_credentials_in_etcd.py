@@ -83,7 +83,9 @@ async def test_no_credential_is_ever_written_to_etcd(
         )  # fmt: skip
         assert status == 200, body
         # A command refused for a wrong token.
-        status, _ = await command(http, rs.url, "ShowLocks", token="wrong-" + TOKEN)
+        status, _ = await command(
+            http, rs.url, "StartReplication", {"alias": "zone1-102"}, token="wrong-" + TOKEN
+        )
         assert status == 401
         assert await shard.check_invariants() == "zone1-101"
         assert rs.service.events.depth() > 0, "no event waiting in the outbox to scan"

@@ -52,6 +52,8 @@ async def test_dead_primary_is_replaced_without_any_command(
     acked_before = len(writer.acked)
     await wait_for(lambda: len(writer.acked) >= acked_before + 50, 10, "more writes")
     await writer.stop()
+    # The dead primary's server: refused or lost connections, or a commit waiting for an ACK.
+    writer.check_errors("unreachable", "timeout")
 
     print(f"\nautomatic failover: mysqld SIGKILLed -> first acknowledged write on the new "
           f"primary in {failover_s * 1000:.0f} ms (longest gap between acknowledged writes "

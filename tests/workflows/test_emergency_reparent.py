@@ -247,10 +247,13 @@ async def test_ers_with_semi_sync_succeeds_when_all_replicas_answer(
 
     await eventually(writer_stuck, 5, "the writer to notice the dead primary")
     await writer.stop()
+    # The primary's server is gone (or a commit waited for an ACK that never came).
+    writer.check_errors("unreachable", "timeout")
     r = await emergency_reparent_shard(shard.env, ers(shard))
     assert r.new_primary in ("zone1-102", "zone1-103")
     assert await writer.missing_on(r.new_primary) == []
     assert await shard.check_invariants() == r.new_primary
+    await writer.write(5)  # the application writes on the new primary
 
 
 async def test_ers_on_a_live_primary_changes_nothing_unless_a_new_primary_is_named(
