@@ -11,12 +11,17 @@ import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from mysqlctl.errors import MysqlError
+from topo.errors import TopoError
 from topo.records import LockInfo, Record, Tablet, TabletType, WorkflowRecord
 from workflows.errors import PreconditionError
 
 if TYPE_CHECKING:
     from orchestrator.service import Service
+
+log = structlog.get_logger(__name__)
 
 
 def record(rec: Record) -> dict[str, Any]:
@@ -250,6 +255,22 @@ async def replication_positions(service: Service, ks: str, name: str) -> dict[st
     return {"keyspace": ks, "shard": name, "tablets": [s.to_dict() for s in states]}
 
 
+# How many recoveries /api/v1/health lists (GetRecoveries pages through more).
+HEALTH_RECOVERIES = 200
+
+
+async def recovery_history(service: Service, *, limit: int | None = None) -> dict[str, Any]:
+    """{"recoveries": newest first, "recoveries_from": "etcd" | "memory"}: the shared recovery
+    log in etcd; if etcd cannot be read, this instance's own entries, and says so."""
+    try:
+        entries = await service.health.recovery_history()
+        source = "etcd"
+    except TopoError as e:
+        log.warning("recovery log unreadable; listing this instance's own", error=str(e))
+        entries, source = list(service.health.recoveries()), "memory"
+    return {"recoveries": entries[:limit], "recoveries_from": source}
+
+
 def health_snapshot(service: Service) -> dict[str, dict[str, Any]]:
     return dict(service.health.snapshot())
 
@@ -265,7 +286,7 @@ async def health(service: Service) -> dict[str, Any]:
         "leader_id": election.leader_id,
         "uptime_s": round(time.time() - service.started_at, 1),
         "tablets": health_snapshot(service),
-        "recoveries": list(service.health.recoveries()),
+        **await recovery_history(service, limit=HEALTH_RECOVERIES),
         "problems": problems() if callable(problems) else {},
         # Pauses in force as of the last health cycle (SetRecoveries, keyspace auto_recovery).
         "recovery_control": {
@@ -386,8 +407,9 @@ async def recoveries(
     result: str | None = None,
     limit: int = 50,
 ) -> dict[str, Any]:
-    """The recovery history (this instance's, complete on the leader) and, per shard, what the
-    leader would do now: paused or not, the last failover and the anti-flapping window left."""
+    """The recovery history (every instance's, from the recovery log in etcd) and, per shard,
+    what the leader would do now: paused or not, the last failover and the anti-flapping window
+    left."""
     from orchestrator.health.control import load
 
     store = service.store
@@ -399,8 +421,9 @@ async def recoveries(
     if keyspace is not None and shard is not None:
         await store.get_shard(keyspace, shard)
     control = await load(store)
+    history = await recovery_history(service)
     entries = [
-        e for e in health.recoveries()
+        e for e in history["recoveries"]
         if (keyspace is None or e["keyspace"] == keyspace)
         and (shard is None or e["shard"] == shard)
         and (result is None or e["result"] == result)
@@ -434,10 +457,11 @@ async def recoveries(
         "instance_id": service.settings.instance_id,
         "is_leader": election.is_leader,
         "leader_id": election.leader_id,
-        "note": None if election.is_leader else (
-            f"recoveries run on the leader ({election.leader_id}); this instance lists only "
-            "the ones it ran itself"
+        "note": None if history["recoveries_from"] == "etcd" else (
+            "the recovery log in etcd could not be read: this instance lists only the "
+            "recoveries it ran itself"
         ),
         "recoveries": entries,
+        "recoveries_from": history["recoveries_from"],
         "shards": shards,
     }  # fmt: skip

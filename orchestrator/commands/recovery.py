@@ -105,8 +105,10 @@ async def _end_maintenance(ctx: CommandContext, a: dict[str, Any]) -> Any:
     Arg("result", "recovery_result", "only these results (succeeded, failed, blocked, ...)"),
     Arg("limit", "count", "at most this many entries (default 50)", default=50),
     read=True,
-    description="Recoveries run on the leader; another instance answers with the leader's id "
-    "and the shard-level state kept in etcd (last failover, anti-flapping window, pauses).",
+    description="Recoveries run on the leader and each is recorded in etcd (the newest 500, "
+    "none older than 7 days), so every instance lists the same history, also after the leader "
+    "that ran them died; with it the shard-level state kept in etcd (last failover, "
+    "anti-flapping window, pauses).",
     examples=("GetRecoveries", "GetRecoveries commerce/0 --result blocked"),
 )  # fmt: skip
 async def _get_recoveries(ctx: CommandContext, a: dict[str, Any]) -> Any:

@@ -9,7 +9,9 @@ One cycle:
      workflow's statement
   3. on the leader, after it became leader and every 30 s (sooner when a record left by a
      holder that just died can be judged): mark `interrupted` the workflow records whose
-     holder is gone
+     holder is gone; every 60 s: bound the recovery log (`Recoveries.maintain`); every cycle:
+     clear the maintenance tags of windows that have ended (a compare-and-swap of the tablet
+     record, so an extension written meanwhile is kept)
   4. per shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and say so
      in one sentence
 
@@ -20,6 +22,7 @@ leader recovers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from orchestrator.health.control import load as load_control
 from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
 from topo.errors import TopoError
 from topo.records import Keyspace, LockInfo, Shard, Tablet
+from workflows.common import MAINTENANCE_TAG, iso8601, maintenance_of
 from workflows.env import ClientPool, MysqlCredentials
 
 if TYPE_CHECKING:
@@ -89,8 +93,14 @@ class HealthChecker:
         return {alias: self._describe(alias, h) for alias, h in sorted(self._health.items())}
 
     def recoveries(self) -> list[dict[str, Any]]:
-        """Recent recoveries, newest first: executed, skipped and blocked (with the reason)."""
+        """The recoveries this instance ran or blocked, newest first, from memory: executed,
+        skipped and blocked (with the reason)."""
         return self.recovery.entries()
+
+    async def recovery_history(self) -> list[dict[str, Any]]:
+        """Every instance's recoveries, newest first, from the recovery log in etcd (what the
+        API shows: the same on every instance, and after the leader that ran them died)."""
+        return await self.recovery.history()
 
     def problems(self) -> dict[str, list[dict[str, Any]]]:
         """The latest analysis of every shard ("ks/shard" -> problems; empty: healthy)."""
@@ -157,6 +167,8 @@ class HealthChecker:
         leader = self.service.election.is_leader
         if leader:
             await self._sweep_interrupted(topo.locks)
+            await self.recovery.maintain(self.service.election.terms)
+            await self._end_expired_maintenance(topo.tablets)
         control = await load_control(self.store)
         self.control = control
         paused: dict[tuple[str, str], bool] = {}
@@ -280,6 +292,37 @@ class HealthChecker:
         for wf_id in marked:
             log.warning(f"workflow {wf_id} marked interrupted: its holder is gone; the health "
                         "checks repair its shard")  # fmt: skip
+
+    async def _end_expired_maintenance(self, tablets: list[Tablet]) -> None:
+        """A maintenance window that has ended leaves no tag behind: the tag is removed by a
+        compare-and-swap of the tablet record that re-checks the window on the fresh read (an
+        extension or a new window written meanwhile is kept)."""
+        now = time.time()
+        for t in tablets:
+            window = maintenance_of(t)
+            if window is None or window.until > now:
+                continue
+
+            cleared: list[bool] = []
+
+            def fn(cur: Tablet, cleared: list[bool] = cleared) -> Tablet | None:
+                cleared.clear()
+                w = maintenance_of(cur)
+                if w is None or w.until > time.time():
+                    return None
+                cleared.append(True)
+                return dataclasses.replace(
+                    cur, tags={k: v for k, v in cur.tags.items() if k != MAINTENANCE_TAG}
+                )
+
+            try:
+                await self.store.update_tablet_fields(t.alias, fn)
+            except TopoError as e:
+                log.warning(f"could not end the maintenance window of {t.alias}", error=str(e))
+                continue
+            if cleared:
+                log.info(f"maintenance window of {t.alias} ended at {iso8601(window.until)} "
+                         f"({window.reason or 'no reason given'}): tag cleared")  # fmt: skip
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -41,6 +41,16 @@ place), not once per cycle.
 
 Recoveries run as tasks in the health checker's task group, one at a time per shard, so a slow
 failover never delays the checks of other shards.
+
+The history. Every recovery (run, skipped or blocked) is one record in etcd
+(`topo.recovery_log`, `{root}/global/recovery_log/<id>`), written before the in-memory entry
+shows it: created when it starts (result `running`) or is first blocked, updated by
+compare-and-swap with its result (a blocked one's count and reason at most every
+`BLOCKED_WRITE_EVERY_S`). `GetRecoveries` and `/api/v1/health` read that log, so every instance
+lists the same history, also after the leader that ran them died. The leader bounds it
+(`maintain`: the newest 500, none older than 7 days) and marks `interrupted` the records a
+previous leader left `running`. An etcd outage never fails a recovery: the record is then
+missing from the log (said in the log), the recovery runs all the same.
 """
 
 from __future__ import annotations
@@ -48,7 +58,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import json
 import time
 from collections import deque
@@ -67,9 +76,10 @@ from orchestrator.health.analysis import (
     analyze,
 )
 from orchestrator.health.control import RecoveryControl
-from topo.errors import BadVersionError, LockTimeoutError, NodeExistsError, TopoError
+from topo.errors import BadVersionError, LockTimeoutError, NodeExistsError, NoNodeError, TopoError
 from topo.lock import ShardLock
 from topo.records import Keyspace, LockInfo, Tablet, TabletType, WorkflowRecord, WorkflowStatus
+from topo.recovery_log import RecoveryLog, RecoveryRecord, new_recovery_id
 from workflows.common import ShardView, read_shard, set_primary_serving
 from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
 from workflows.replication import NEEDS_REBUILD_TAG, reparent_tablet, transactions_missing_on
@@ -110,6 +120,14 @@ SHARD_WIDE = frozenset(
 TOPOLOGY_ONLY = frozenset({ProblemKind.UNHEALTHY_TABLET, ProblemKind.SPARE_TABLET_HEALTHY})
 MAX_ENTRIES = 200
 LOCK_WAIT_S = 1.0
+# A blocked recovery's record is updated in place every cycle in memory; in etcd at most this
+# often (its count, last_seen and reason), so a long pause is not a write per second.
+BLOCKED_WRITE_EVERY_S = 5.0
+# How often the leader prunes the recovery log and marks records a dead leader left running.
+MAINTAIN_EVERY_S = 60.0
+# A record still `running` after this long, from another instance, was left by a leader that
+# died (or lost the lead) mid-recovery: no recovery takes that long.
+INTERRUPTED_AFTER_S = 600.0
 
 
 class _Skipped(Exception):
@@ -127,15 +145,23 @@ class Recoveries:
         self.task_group: asyncio.TaskGroup | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._entries: deque[dict[str, Any]] = deque(maxlen=MAX_ENTRIES)
-        self._ids = itertools.count(1)
+        self.log = RecoveryLog(self.store.kv, self.store.root)
+        self._stored: dict[str, float] = {}  # id -> when its etcd record was last written
+        self._maintained_term = -1
+        self._next_maintain_at = 0.0
         self._failed_at: dict[tuple[ProblemKind, str | None], float] = {}
         self._last_sentence: dict[str, str] = {}
 
     # -- what the API shows ------------------------------------------------------------------
 
     def entries(self) -> list[dict[str, Any]]:
-        """Recent recoveries, newest first (blocked and skipped ones included, with reasons)."""
+        """The recoveries this instance ran or blocked, newest first, from memory (the shared
+        history is `history`)."""
         return [dict(e) for e in reversed(self._entries)]
+
+    async def history(self) -> list[dict[str, Any]]:
+        """Every instance's recoveries, newest first, from the recovery log in etcd."""
+        return [r.to_entry() for r in await self.log.list_records()]
 
     def running(self) -> list[str]:
         return sorted(k for k, t in self._tasks.items() if not t.done())
@@ -174,7 +200,7 @@ class Recoveries:
         paused = (control or RecoveryControl()).paused(ks_name, shard_name, keyspace)
         if paused is not None:
             for p in actionable:
-                self._record_blocked(p, "paused", paused[1])
+                await self._record_blocked(p, "paused", paused[1])
             self._say(shard_key, f"no action: shard {shard_key}: {listing}; {paused[1]}")
             return
         task = self._tasks.get(shard_key)
@@ -195,7 +221,7 @@ class Recoveries:
                 else await self._blocked(keyspace, p)
             )
             if why is not None:
-                self._record_blocked(p, *why)
+                await self._record_blocked(p, *why)
                 blocked.append(f"{p.kind.value} {p.tablet or ''}".strip() + f" blocked: {why[1]}")
                 if p.kind == ProblemKind.DEAD_PRIMARY:
                     break  # with the primary dead, nothing else is worth doing
@@ -303,24 +329,29 @@ class Recoveries:
 
     async def _execute(self, p: Problem) -> dict[str, Any]:
         action = ACTIONS[p.kind]
-        entry = self._new_entry(p, action, "running", "")
+        entry = await self._new_entry(p, action, "running", "")
         started = time.monotonic()
         handler = self._handlers()[p.kind]
         bound = log.bind(keyspace=p.keyspace, shard=p.shard, tablet=p.tablet, problem=p.kind.value)
+        outcome: dict[str, Any]
         try:
-            outcome = await handler(p)
-            entry.update(result="succeeded", reason=outcome)
+            outcome = {"result": "succeeded", "reason": await handler(p)}
             self._failed_at.pop((p.kind, p.tablet), None)
         except _Skipped as e:
-            entry.update(result="skipped", reason=str(e))
+            outcome = {"result": "skipped", "reason": str(e)}
         except asyncio.CancelledError:
-            entry.update(result="cancelled", reason="the health checker stopped")
+            # Not written to etcd (we are being cancelled): the next leader marks the record
+            # interrupted.
+            entry.update(result="cancelled", reason="the health checker stopped",
+                         duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
             raise
         except Exception as e:
-            entry.update(result="failed", reason=str(e) or type(e).__name__)
+            outcome = {"result": "failed", "reason": str(e) or type(e).__name__}
             self._failed_at[(p.kind, p.tablet)] = time.monotonic()
-        finally:
-            entry["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        outcome["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
+        # In etcd first, then in memory: whoever sees the result here finds it in the log too.
+        await self._store({**entry, **outcome})
+        entry.update(outcome)
         level = bound.warning if entry["result"] == "failed" else bound.info
         level(f"recovery {entry['result']}: {p.keyspace}/{p.shard} {p.kind.value} "
               f"{p.tablet or ''} -> {action}: {entry['reason']}", ms=entry["duration_ms"])  # fmt: skip
@@ -334,10 +365,13 @@ class Recoveries:
             await self.checker.publish(events.RECOVERY_RUN, dict(entry))
         return entry
 
-    def _new_entry(self, p: Problem, action: str, result: str, reason: str) -> dict[str, Any]:
+    async def _new_entry(
+        self, p: Problem, action: str, result: str, reason: str, **extra: Any
+    ) -> dict[str, Any]:
+        now = time.time()
         entry: dict[str, Any] = {
-            "id": next(self._ids),
-            "time": time.time(),
+            "id": new_recovery_id(now),
+            "time": now,
             "keyspace": p.keyspace,
             "shard": p.shard,
             "problem": p.kind.value,
@@ -347,11 +381,59 @@ class Recoveries:
             "result": result,
             "reason": reason,
             "instance_id": self.store.instance_id,
+            **extra,
         }
+        await self._store(entry)
         self._entries.append(entry)
         return entry
 
-    def _record_blocked(self, p: Problem, category: str, reason: str) -> None:
+    async def _store(self, entry: dict[str, Any]) -> None:
+        """Write the entry's record to the recovery log: created the first time, then updated
+        by compare-and-swap. An etcd failure is logged, never raised (the recovery goes on)."""
+        rec = RecoveryRecord.from_entry(entry)
+
+        def fn(current: RecoveryRecord) -> RecoveryRecord:
+            return rec.with_revision(current.revision)
+
+        try:
+            if rec.id in self._stored:
+                await self.log.update_fields(rec.id, fn)
+            else:
+                try:
+                    await self.log.create(rec)
+                except NodeExistsError:  # our earlier create did land after all
+                    await self.log.update_fields(rec.id, fn)
+            self._stored[rec.id] = time.monotonic()
+        except NoNodeError:
+            self._stored.pop(rec.id, None)  # pruned meanwhile: the log has moved past it
+        except TopoError as e:
+            log.warning(f"could not write recovery {rec.id} to the recovery log", error=str(e))
+        if len(self._stored) > 2 * MAX_ENTRIES:  # forget the ids no longer in memory
+            live = {e["id"] for e in self._entries} | {rec.id}
+            self._stored = {k: v for k, v in self._stored.items() if k in live}
+
+    async def maintain(self, term: int) -> None:
+        """On the leader, after it became leader and every MAINTAIN_EVERY_S: bound the
+        recovery log and mark what a previous leader left running."""
+        now = time.monotonic()
+        if term == self._maintained_term and now < self._next_maintain_at:
+            return
+        self._maintained_term, self._next_maintain_at = term, now + MAINTAIN_EVERY_S
+        try:
+            marked = await self.log.mark_interrupted(
+                older_than_s=INTERRUPTED_AFTER_S, except_instance=self.store.instance_id
+            )
+            pruned = await self.log.prune()
+        except TopoError as e:
+            log.warning("could not maintain the recovery log", error=str(e))
+            return
+        if marked:
+            log.warning(f"recoveries {', '.join(marked)} marked interrupted: the instance that "
+                        "ran them stopped before recording a result")  # fmt: skip
+        if pruned:
+            log.info(f"recovery log: {pruned} old record(s) pruned")
+
+    async def _record_blocked(self, p: Problem, category: str, reason: str) -> None:
         """A blocked recovery: one entry per stretch of blocking, updated in place."""
         for e in reversed(self._entries):
             if (e["keyspace"], e["shard"], e["problem"], e["tablet"]) == (
@@ -359,10 +441,15 @@ class Recoveries:
             ):  # fmt: skip
                 if e["result"] == "blocked" and e.get("category") == category:
                     e.update(reason=reason, last_seen=time.time(), count=e.get("count", 1) + 1)
+                    written = self._stored.get(e["id"])
+                    if written is None or time.monotonic() - written >= BLOCKED_WRITE_EVERY_S:
+                        await self._store(e)
                     return
                 break
-        entry = self._new_entry(p, ACTIONS[p.kind], "blocked", reason)
-        entry.update(category=category, last_seen=entry["time"], count=1)
+        now = time.time()
+        entry = await self._new_entry(
+            p, ACTIONS[p.kind], "blocked", reason, category=category, last_seen=now, count=1
+        )
         log.warning(f"recovery blocked: {p.keyspace}/{p.shard} {p.kind.value} "
                     f"{p.tablet or ''} -> {ACTIONS[p.kind]}: {reason}")  # fmt: skip
         metrics.count_recovery(p, ACTIONS[p.kind], "blocked")

@@ -132,8 +132,10 @@ async def test_maintenance_window_blocks_recovery_lets_prs_through_and_expires(
         lambda: _type_is(shard, "zone1-103", TabletType.SPARE), 10, "spare after the window"
     )
     assert time.monotonic() - began >= 5
-    r = await ctl(url, "GetTablet", "zone1-103")
-    assert r.json["maintenance"]["active"] is False
+    # And the ended window leaves no tag behind: the leader clears it.
+    await wait_for(
+        lambda: _maintenance_cleared(url, "zone1-103"), 10, "the ended window's tag cleared"
+    )
 
     # Without a window, the PRS refuses and names both ways out.
     r = await ctl(url, "PlannedReparentShard", "commerce/0", "--new-primary", "zone1-101")
@@ -214,6 +216,12 @@ async def test_recovery_and_workflow_history_from_the_cli(
     by_wf = {e["workflow_id"]: e for e in body["entries"]}
     assert by_wf[prs2]["primary_alias"] == "zone1-101"
     assert by_wf[prs1]["primary_alias"] == "zone1-102"
+
+
+async def _maintenance_cleared(url: str, alias: str) -> bool:
+    r = await ctl(url, "GetTablet", alias)
+    assert r.code == 0, r.stderr
+    return r.json["maintenance"] is None
 
 
 async def _type_is(shard: Any, alias: str, want: TabletType) -> bool:
