@@ -43,10 +43,11 @@ Recoveries run as tasks in the health checker's task group, one at a time per sh
 failover never delays the checks of other shards.
 
 The history. Every recovery (run, skipped or blocked) is one record in etcd
-(`topo.recovery_log`, `{root}/global/recovery_log/<id>`), written before the in-memory entry
-shows it: created when it starts (result `running`) or is first blocked, updated by
-compare-and-swap with its result (a blocked one's count and reason at most every
-`BLOCKED_WRITE_EVERY_S`). `GetRecoveries` and `/api/v1/health` read that log, so every instance
+(`topo.recovery_log`, `{root}/global/recovery_log/<id>`): created when it starts (result
+`running`, written while the recovery runs, so a failover never waits for it) or is first
+blocked, then updated by compare-and-swap with its result (a blocked one's count and reason at
+most every `BLOCKED_WRITE_EVERY_S`). A result, and a new blocked record, are in etcd before
+this instance's in-memory entry shows them. `GetRecoveries` and `/api/v1/health` read that log, so every instance
 lists the same history, also after the leader that ran them died. The leader bounds it
 (`maintain`: the newest 500, none older than 7 days) and marks `interrupted` the records a
 previous leader left `running`. An etcd outage never fails a recovery: the record is then
@@ -329,7 +330,11 @@ class Recoveries:
 
     async def _execute(self, p: Problem) -> dict[str, Any]:
         action = ACTIONS[p.kind]
-        entry = await self._new_entry(p, action, "running", "")
+        entry = self._entry(p, action, "running", "")
+        self._entries.append(entry)
+        # The "running" record is written while the recovery runs (a failover must not wait
+        # for it), and before its result is.
+        first_write = asyncio.create_task(self._store(dict(entry)))
         started = time.monotonic()
         handler = self._handlers()[p.kind]
         bound = log.bind(keyspace=p.keyspace, shard=p.shard, tablet=p.tablet, problem=p.kind.value)
@@ -342,6 +347,7 @@ class Recoveries:
         except asyncio.CancelledError:
             # Not written to etcd (we are being cancelled): the next leader marks the record
             # interrupted.
+            first_write.cancel()
             entry.update(result="cancelled", reason="the health checker stopped",
                          duration_ms=round((time.monotonic() - started) * 1000, 1))  # fmt: skip
             raise
@@ -350,6 +356,7 @@ class Recoveries:
             self._failed_at[(p.kind, p.tablet)] = time.monotonic()
         outcome["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
         # In etcd first, then in memory: whoever sees the result here finds it in the log too.
+        await first_write
         await self._store({**entry, **outcome})
         entry.update(outcome)
         level = bound.warning if entry["result"] == "failed" else bound.info
@@ -365,7 +372,7 @@ class Recoveries:
             await self.checker.publish(events.RECOVERY_RUN, dict(entry))
         return entry
 
-    async def _new_entry(
+    def _entry(
         self, p: Problem, action: str, result: str, reason: str, **extra: Any
     ) -> dict[str, Any]:
         now = time.time()
@@ -383,8 +390,6 @@ class Recoveries:
             "instance_id": self.store.instance_id,
             **extra,
         }
-        await self._store(entry)
-        self._entries.append(entry)
         return entry
 
     async def _store(self, entry: dict[str, Any]) -> None:
@@ -447,9 +452,11 @@ class Recoveries:
                     return
                 break
         now = time.time()
-        entry = await self._new_entry(
+        entry = self._entry(
             p, ACTIONS[p.kind], "blocked", reason, category=category, last_seen=now, count=1
         )
+        await self._store(entry)  # in etcd first, then in memory
+        self._entries.append(entry)
         log.warning(f"recovery blocked: {p.keyspace}/{p.shard} {p.kind.value} "
                     f"{p.tablet or ''} -> {ACTIONS[p.kind]}: {reason}")  # fmt: skip
         metrics.count_recovery(p, ACTIONS[p.kind], "blocked")
