@@ -50,6 +50,9 @@ class ServiceProc:
     log_path: Path
     root: str
     started_at: float  # monotonic
+    # Set once the test waits for the process to exit (a fault point, a SIGKILL of its own):
+    # any other exit is the service dying during the test, which `stop()` reports.
+    exit_expected: bool = False
 
     @classmethod
     async def start(
@@ -81,6 +84,7 @@ class ServiceProc:
             sp.url = f"http://127.0.0.1:{port}"
             await sp._wait_ready()
         except BaseException:
+            sp.exit_expected = True  # the start-up error says why
             await sp.stop()
             raise
         return sp
@@ -155,13 +159,21 @@ class ServiceProc:
 
     async def wait_exit(self, timeout: float) -> int | None:
         """The return code once the process has exited; None if still running after `timeout`."""
+        self.exit_expected = True
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(self.proc.wait(), timeout)
         return None
 
     async def stop(self) -> None:
-        """SIGTERM (a clean shutdown), SIGKILL if it lingers; nothing if it already exited."""
+        """SIGTERM (a clean shutdown), SIGKILL if it lingers. A process that already exited
+        without the test waiting for it died during the test: AssertionError with its log."""
         if self.proc.returncode is not None:
+            if not self.exit_expected:
+                self.exit_expected = True  # reported once
+                raise AssertionError(
+                    f"orchestrator serve (pid {self.pid}) died during the test "
+                    f"(rc {self.proc.returncode}):\n{self.log_tail()}"
+                )
             return
         with contextlib.suppress(ProcessLookupError):
             self.proc.terminate()
