@@ -18,8 +18,10 @@ orders a claim after any transaction already under way.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from migration.errors import FencedError
 from migration.schema import qualified, quote
@@ -35,6 +37,9 @@ class Checkpoint:
     gtid: str = ""
     safe_mode_until: str = ""
     load_state: str = LOAD_NEW
+    # Upstream tables held by a sharding DDL lock: "db.table" -> {"from": the position right
+    # after the DDL (where the table's held DML starts), "lock": the lock id, "target", "ddls"}.
+    holds: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class CheckpointTable:
             " gtid TEXT NOT NULL,"
             " safe_mode_until TEXT NOT NULL,"
             " load_state VARCHAR(16) NOT NULL DEFAULT '',"
+            " holds MEDIUMTEXT NULL,"
             " updated_at DOUBLE NOT NULL) ENGINE=InnoDB"
         )
         await s.execute(
@@ -96,7 +102,7 @@ class CheckpointTable:
                 (source_id, epoch, time.time()),
             )
             rows = await s.fetch_rows(
-                f"SELECT epoch, gtid, safe_mode_until, load_state FROM {self.syncer}"
+                f"SELECT epoch, gtid, safe_mode_until, load_state, holds FROM {self.syncer}"
                 " WHERE source_id = %s",
                 (source_id,),
             )
@@ -104,13 +110,14 @@ class CheckpointTable:
         except BaseException:
             await s.rollback()
             raise
-        owner, gtid, until, state = rows[0]
+        owner, gtid, until, state, holds = rows[0]
         if int(owner) != epoch:
             raise FencedError(
                 f"subtask {source_id}: binding epoch {epoch} is stale, epoch {owner} owns the "
                 "checkpoint (another worker took over)"
             )
-        return Checkpoint(source_id, epoch, str(gtid), str(until), str(state))
+        return Checkpoint(source_id, epoch, str(gtid), str(until), str(state),
+                          json.loads(holds) if holds else {})  # fmt: skip
 
     async def fence(
         self,
@@ -120,6 +127,7 @@ class CheckpointTable:
         gtid: str | None = None,
         safe_mode_until: str | None = None,
         load_state: str | None = None,
+        holds: dict[str, dict[str, Any]] | None = None,
     ) -> Checkpoint:
         """Inside an open transaction: move the checkpoint (fields left None keep their value)
         only if our epoch still owns it; FencedError otherwise (the caller rolls back)."""
@@ -129,18 +137,42 @@ class CheckpointTable:
             cp.gtid if gtid is None else gtid,
             cp.safe_mode_until if safe_mode_until is None else safe_mode_until,
             cp.load_state if load_state is None else load_state,
+            cp.holds if holds is None else holds,
         )
         n = await s.execute(
             f"UPDATE {self.syncer} SET gtid = %s, safe_mode_until = %s, load_state = %s,"
-            " seq = seq + 1, updated_at = %s WHERE source_id = %s AND epoch = %s",
-            (new.gtid, new.safe_mode_until, new.load_state, time.time(), cp.source_id, cp.epoch),
-        )
+            " holds = %s, seq = seq + 1, updated_at = %s WHERE source_id = %s AND epoch = %s",
+            (new.gtid, new.safe_mode_until, new.load_state,
+             json.dumps(new.holds, sort_keys=True) if new.holds else None, time.time(),
+             cp.source_id, cp.epoch),
+        )  # fmt: skip
         if n != 1:
             raise FencedError(
                 f"subtask {cp.source_id}: the target refused epoch {cp.epoch}'s checkpoint "
                 "update (another worker owns this subtask now); nothing was written"
             )
         return new
+
+    async def move(
+        self,
+        s: Session,
+        cp: Checkpoint,
+        *,
+        gtid: str | None = None,
+        safe_mode_until: str | None = None,
+        load_state: str | None = None,
+        holds: dict[str, dict[str, Any]] | None = None,
+    ) -> Checkpoint:
+        """A transaction of its own that only moves the checkpoint (fenced like any other)."""
+        await s.begin()
+        try:
+            cp = await self.fence(s, cp, gtid=gtid, safe_mode_until=safe_mode_until,
+                                  load_state=load_state, holds=holds)  # fmt: skip
+            await s.commit()
+        except BaseException:
+            await s.rollback()
+            raise
+        return cp
 
     async def table_progress(
         self, s: Session, source_id: str

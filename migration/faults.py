@@ -20,6 +20,10 @@ KNOWN_POINTS = frozenset(
         "sync.before_checkpoint",  # a batch applied, the checkpoint not yet moved
         "sync.after_batch",  # a batch committed
         "sync.during_switch",  # reader stopped for a source switch, not yet restarted
+        "ddl.before_exec",  # the lock's owner about to run the DDL downstream
+        "ddl.after_exec",  # the DDL applied downstream, owner_done not yet recorded
+        "ddl.before_resume",  # lock resuming: the hold not yet rewound and released
+        "ddl.keeper_mid_transition",  # the leader about to write a lock's next state
     }
 )
 

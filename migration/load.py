@@ -58,8 +58,9 @@ async def run_load(
         await create_target_tables(ctx, src, target, tables)
         # 4. started
         if cp.load_state == LOAD_NEW:
-            cp = await _commit(ctx, target, cp, gtid=snapshot, safe_mode_until=snapshot,
-                               load_state=LOAD_RUNNING)  # fmt: skip
+            cp = await ctx.checkpoints.move(
+                target, cp, gtid=snapshot, safe_mode_until=snapshot, load_state=LOAD_RUNNING
+            )
         # 5. copy
         progress = await ctx.checkpoints.table_progress(target, ctx.source_id)
         total = sum(p.rows for p in progress.values())
@@ -79,7 +80,7 @@ async def run_load(
                     "table": info.name,
                 })  # fmt: skip
         # 6. done
-        cp = await _commit(ctx, target, cp, load_state=LOAD_DONE)
+        cp = await ctx.checkpoints.move(target, cp, load_state=LOAD_DONE)
         ctx.report(
             load={
                 "progress": "100.00 %",
@@ -132,19 +133,6 @@ async def _estimate_rows(src: Session, tables: list[TableInfo]) -> int:
         )
         total += int(rows[0][0] or 0) if rows else 0
     return total
-
-
-async def _commit(
-    ctx: SubtaskContext, target: Session, cp: Checkpoint, **fields: str
-) -> Checkpoint:
-    await target.begin()
-    try:
-        cp = await ctx.checkpoints.fence(target, cp, **fields)
-        await target.commit()
-    except BaseException:
-        await target.rollback()
-        raise
-    return cp
 
 
 async def _copy_chunk(

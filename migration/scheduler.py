@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import structlog
 
 from migration.aio import cancel_and_wait
+from migration.faults import FaultPoints
+from migration.shardddl import DdlLockStore, Keeper
 from migration.store import Binding, MigrationStore, TaskRecord, WorkerRecord
 from topo.errors import BadVersionError, NodeExistsError, TopoError
 
@@ -67,8 +69,11 @@ def plan(
 
 
 class Scheduler:
-    def __init__(self, mstore: MigrationStore) -> None:
+    """Bindings and, as DM's master does, the sharding DDL locks (`Keeper`)."""
+
+    def __init__(self, mstore: MigrationStore, faults: FaultPoints | None = None) -> None:
         self.mstore = mstore
+        self.keeper = Keeper(DdlLockStore(mstore), faults or FaultPoints())
 
     async def reconcile(self) -> list[str]:
         """One pass; returns what it did, one line each."""
@@ -87,6 +92,7 @@ class Scheduler:
         for b in remove:
             await m.unbind(b)
             done.append(f"unbound {b.task}/{b.source} (task gone)")
+        done += await self.keeper.reconcile({t.name: t for t in tasks})
         for line in done:
             log.info("migration scheduling", action=line)
         return done

@@ -53,8 +53,10 @@ class TaskRecord(Record):
     spec: dict[str, Any]
     stage: str = Stage.RUNNING
     paused_sources: tuple[str, ...] = ()
-    # Target tables ("db.table") -> how many upstream tables check-task found routed there.
+    # Target tables ("db.table") -> how many upstream tables check-task found routed there,
+    # and which ("source:db.table"): a sharding DDL lock waits for each of them.
     targets: dict[str, int] = field(default_factory=dict)
+    upstreams: dict[str, list[str]] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
 

@@ -9,7 +9,8 @@ Steps:
 4. Sync (`migration.sync`) from the checkpoint, on the server the source resolves to now. For a
    shard source, a watch on the shard's serving graph re-resolves it on every change; when the
    tablet to read from changes, the sync stops at a transaction boundary and step 4 starts
-   again on the new server (DM's manual "pause, switch, resume", without a person).
+   again on the new server (DM's manual "pause, switch, resume", without a person). Step 4
+   also starts again when a sharding DDL lock releases a held table (`migration.shardddl`).
 5. Failures: an unreachable source or target is retried with growing backoff and clears by
    itself; a pausing error (divergence, key conflict, DDL needing coordination) pauses the
    subtask in the task record until resume-task; a fenced subtask stops without writing.
@@ -136,10 +137,13 @@ class SubtaskRunner:
                 self.server = await self._resolve()
                 switch = asyncio.Event()
                 watcher = asyncio.create_task(self._watch_source(switch), name="source watch")
+                syncer = Syncer(ctx, target, self.server)
                 try:
-                    cp = await Syncer(ctx, target, self.server).run(cp, switch)
+                    cp = await syncer.run(cp, switch)
                 finally:
                     await cancel_and_wait(watcher)
+                if syncer.rewound:  # a DDL lock released a hold: re-read from the checkpoint
+                    continue
                 ctx.log.info("source changed; switching at a transaction boundary",
                              was=self.server.describe(), checkpoint=cp.gtid)  # fmt: skip
                 await ctx.faults.hit("sync.during_switch")
@@ -171,13 +175,7 @@ class SubtaskRunner:
         if not start:
             async with await ctx.server_session(server.host, server.port) as s:
                 _flavor, start = await server_position(s)
-        await target.begin()
-        try:
-            cp = await ctx.checkpoints.fence(target, cp, gtid=start, load_state=LOAD_DONE)
-            await target.commit()
-        except BaseException:
-            await target.rollback()
-            raise
+        cp = await ctx.checkpoints.move(target, cp, gtid=start, load_state=LOAD_DONE)
         assert cp.load_state != LOAD_NEW
         return cp
 
@@ -220,8 +218,6 @@ def _retryable(e: BaseException) -> bool:
     if isinstance(e, MysqlServerError):
         return e.code in _TRANSIENT_SERVER_CODES
     return isinstance(e, TimeoutError | ConnectionError)
-
-
 
 
 async def _maybe_await(value: object) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import fnmatch
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
 from migration.aio import cancel_and_wait
@@ -39,6 +40,7 @@ from migration.errors import (
 )
 from migration.rows import DdlChange, RowChange, Transaction, change_statements
 from migration.schema import table_info
+from migration.shardddl_subtask import LockParticipant
 from migration.sources import SourceServer
 from migration.spec import SYSTEM_SCHEMAS, TaskSpec
 from mysqlctl.errors import MysqlError, MysqlServerError
@@ -48,6 +50,17 @@ from mysqlctl.session import Session
 from topo.errors import TopoError
 
 DUPLICATE_KEY = 1062
+# How often a subtask that holds a table looks at its locks even without a watch event.
+LOCK_RECHECK_S = 2.0
+
+
+@dataclass(frozen=True)
+class HoldRequest:
+    """A DDL on an upstream table of a merged target: hold the table for a sharding DDL lock."""
+
+    upstream: str
+    target: tuple[str, str]
+    ddl: str
 
 
 def parse_gtids(flavor: str, text: str) -> Position:
@@ -83,6 +96,9 @@ class Syncer:
         # A DDL met while gathering a batch: applied right after that batch.
         self._pending_ddl: Transaction | None = None
         self._started = time.monotonic()
+        # Set when a sharding DDL lock released a hold: the stream restarts at the checkpoint.
+        self.rewound = False
+        self._lock_changed = asyncio.Event()
 
     async def run(self, cp: Checkpoint, switch: asyncio.Event) -> Checkpoint:
         ctx = self.ctx
@@ -92,6 +108,11 @@ class Syncer:
             flavor, have = await server_position(s)
         self.flavor = flavor
         await self._check_contains(cp.gtid, have)
+        self.ddl = LockParticipant(ctx, self.target, flavor)
+        cp, self.rewound = await self.ddl.act(cp)
+        if self.rewound:
+            return cp
+        await self.ddl.report_holds(cp)  # after `act`: a lock removed by force stays removed
         # 2. stream
         reader = BinlogReader(
             ctx.creds.params(self.server.host, self.server.port),
@@ -103,11 +124,18 @@ class Syncer:
         ctx.log.info("sync started", server=self.server.describe(), gtid=cp.gtid,
                      safe_mode_until=cp.safe_mode_until)  # fmt: skip
         replaying = True
+        lock_watch = asyncio.create_task(self._watch_locks(), name="ddl lock watch")
         try:
             while not switch.is_set():
-                item = await _first(reader.next(), switch)
+                item = await _first(reader.next(), switch, self._lock_changed)
                 if item is None:
-                    break
+                    if switch.is_set():
+                        break
+                    self._lock_changed.clear()
+                    cp, self.rewound = await self.ddl.act(cp)
+                    if self.rewound:
+                        break
+                    continue
                 if isinstance(item, Heartbeat):
                     self._report(cp, caught_up=True)
                     continue
@@ -116,8 +144,24 @@ class Syncer:
                 replaying = False
                 self._report(cp, caught_up=False)
         finally:
+            await cancel_and_wait(lock_watch)
             await reader.stop()
         return cp
+
+    async def _watch_locks(self) -> None:
+        """Wake the loop on every change of a DDL lock (and every few seconds regardless)."""
+        prefix = self.ddl.locks.prefix + "locks/"
+        while True:
+            start = await self.ctx.mstore.revision() + 1
+            try:
+                async with asyncio.timeout(LOCK_RECHECK_S):
+                    async for _ev in self.ctx.mstore.kv.watch(prefix, prefix=True,
+                                                              start_revision=start):  # fmt: skip
+                        self._lock_changed.set()
+            except TimeoutError:
+                pass
+            if self.ctx.status.sync.get("heldTables"):
+                self._lock_changed.set()
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -208,12 +252,18 @@ class Syncer:
             cp = await self._apply_rows(cp, batch)
         if pending is not None:
             cp = await self._apply_ddl(cp, pending, replaying=self._safe(cp))
+        settled = self.ddl.settle(cp)
+        if settled is not None:  # the re-read after a DDL lock is over
+            cp = await self.ctx.checkpoints.move(self.target, cp, holds=settled)
         return cp
 
     async def _apply_rows(self, cp: Checkpoint, batch: list[Transaction]) -> Checkpoint:
         ctx, t = self.ctx, self.target
         safe = self._safe(cp)
-        changes = [c for txn in batch for c in txn.changes if isinstance(c, RowChange)]
+        changes = [
+            c for txn in batch for c in txn.changes
+            if isinstance(c, RowChange) and not self.ddl.held(cp, c.db, c.table)
+        ]  # fmt: skip
         keys = {(c.target_db, c.target_table) for c in changes}
         for k in keys - self._keys.keys():
             self._keys[k] = (await table_info(t, *k)).key
@@ -252,10 +302,16 @@ class Syncer:
 
     async def _apply_ddl(self, cp: Checkpoint, txn: Transaction, *, replaying: bool) -> Checkpoint:
         ctx, t = self.ctx, self.target
+        held_here = False
         for change in txn.changes:
             assert isinstance(change, DdlChange)
-            sql = self._ddl_for_target(change)
+            sql = self._ddl_for_target(change, cp, txn.position)
             if sql is None:
+                continue
+            if isinstance(sql, HoldRequest):
+                cp = await self.ddl.hold(cp, upstream=sql.upstream, target=sql.target,
+                                         ddl=sql.ddl, position=txn.position)  # fmt: skip
+                held_here = True
                 continue
             try:
                 await t.execute(sql, timeout=3600)
@@ -265,18 +321,16 @@ class Syncer:
                 ctx.log.info("DDL already applied downstream (replay)", ddl=sql, code=e.code)
             self._keys.clear()
             ctx.log.info("DDL applied", ddl=sql, gtid=txn.gtid)
-        await t.begin()
-        try:
-            cp = await ctx.checkpoints.fence(t, cp, gtid=txn.position)
-            await t.commit()
-        except BaseException:
-            await t.rollback()
-            raise
+        if not held_here:
+            cp = await ctx.checkpoints.move(t, cp, gtid=txn.position)
         self.last_ts = txn.timestamp
         return cp
 
-    def _ddl_for_target(self, change: DdlChange) -> str | None:
-        """The DDL to run downstream, or None when it concerns nothing this task moves."""
+    def _ddl_for_target(
+        self, change: DdlChange, cp: Checkpoint, position: str
+    ) -> str | HoldRequest | None:
+        """The DDL to run downstream; a hold for a DDL on a merged table; None when it
+        concerns nothing this task moves (or a held table: it comes back when re-read)."""
         spec = self.ctx.spec
         try:
             parsed = parse_ddl(change.query, change.schema)
@@ -289,7 +343,14 @@ class Syncer:
         if parsed.is_table:
             if not spec.allows(parsed.db, parsed.table):
                 return None
+            if self.ddl.held(cp, parsed.db, parsed.table) or self.ddl.handled(
+                cp, parsed.db, parsed.table, position
+            ):
+                return None
             tdb, ttable = spec.route(parsed.db, parsed.table)
+            if self.ctx.is_merged(tdb, ttable) and spec.shard_mode == "pessimistic":
+                return HoldRequest(f"{parsed.db}.{parsed.table}", (tdb, ttable),
+                                   parsed.for_target(tdb, ttable))  # fmt: skip
             if self.ctx.is_merged(tdb, ttable):
                 raise DdlNeedsCoordinationError(
                     f"DDL on {parsed.db}.{parsed.table} from {self.ctx.source_id} reaches merged "
@@ -344,17 +405,18 @@ def _contains(flavor: str, position: str, other: str) -> bool:
     return parse_gtids(flavor, position).contains(parse_gtids(flavor, other))
 
 
-async def _first(aw: Awaitable[Any], event: asyncio.Event) -> Any:
-    """`aw`'s result, or None if `event` is set first (then `aw` is cancelled)."""
+async def _first(aw: Awaitable[Any], *events: asyncio.Event) -> Any:
+    """`aw`'s result, or None if one of `events` is set first (then `aw` is cancelled)."""
     task = asyncio.ensure_future(aw)
-    waiter = asyncio.ensure_future(event.wait())
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
     try:
-        done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, *waiters}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
         await cancel_and_wait(task)
         return None
     finally:
-        waiter.cancel()
+        for w in waiters:
+            w.cancel()
         if not task.done():
             task.cancel()

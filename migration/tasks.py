@@ -66,7 +66,7 @@ class TaskOps:
             async with await open_session(self.creds.params(t.host, t.port)) as s:
                 await CheckpointTable(spec.meta_schema, spec.name).drop(s)
         rec = TaskRecord(name=spec.name, spec=dict(spec.raw), stage=Stage.RUNNING,
-                         targets=report.target_counts())  # fmt: skip
+                         targets=report.target_counts(), upstreams=report.targets)  # fmt: skip
         try:
             await self.mstore.create_task(rec)
         except NodeExistsError:
@@ -138,6 +138,41 @@ class TaskOps:
         return {"result": True, "msg": "", "sources": [
             {"result": True, "msg": "", "source": s} for s in chosen
         ]}  # fmt: skip
+
+    async def stop_sources(self, name: str, sources: list[str]) -> dict[str, Any]:
+        """stop-task NAME --source S: remove sources from a running task (the seed's "source
+        removed" case: a DDL lock stops waiting for them). Their checkpoints stay."""
+        rec = await self._task(name)
+        unknown = [s for s in sources if s not in rec.source_ids()]
+        if unknown:
+            raise TaskConfigError(f"task {name} has no source {', '.join(unknown)}", key="source")
+        if set(sources) >= set(rec.source_ids()):
+            return await self.stop(name)
+
+        def drop(t: TaskRecord) -> TaskRecord | None:
+            kept = [s for s in t.spec.get("sources", []) if s.get("source-id") not in sources]
+            return dataclasses.replace(
+                t, spec={**t.spec, "sources": kept},
+                paused_sources=tuple(s for s in t.paused_sources if s not in sources),
+            )  # fmt: skip
+
+        await self.mstore.update_task_fields(name, drop)
+        for b in await self.mstore.list_bindings(name):
+            if b.source in sources:
+                await self.mstore.unbind(b)
+        return {"result": True, "msg": "", "sources": [
+            {"result": True, "msg": "removed from the task", "source": s} for s in sources
+        ]}  # fmt: skip
+
+    async def show_ddl_locks(
+        self, task: str | None = None, sources: list[str] | None = None
+    ) -> dict[str, Any]:
+        return await show_ddl_locks(self, task, sources)
+
+    async def unlock_ddl_lock(
+        self, lock: str, *, owner: str | None = None, force_remove: bool = False, by: str = ""
+    ) -> dict[str, Any]:
+        return await unlock_ddl_lock(self, lock, owner=owner, force_remove=force_remove, by=by)
 
     # -- query-status ----------------------------------------------------------------------
 
@@ -272,7 +307,7 @@ def _entry(
             "stage": stage,
             "unit": st.unit if st else "",
             "result": {"errors": errors} if errors else None,
-            "unresolvedDDLLockID": "",
+            "unresolvedDDLLockID": sync.get("unresolvedDDLLockID", ""),
             "sourceAddress": st.source_address if st else "",
             "load": dict(st.load) if st else {},
             "sync": sync,
@@ -290,3 +325,100 @@ def _task_status(rec: TaskRecord, entries: list[dict[str, Any]]) -> str:
     if rec.paused_sources:
         return Stage.PAUSED
     return Stage.RUNNING
+
+
+# -- sharding DDL locks (TaskOps methods live below as functions of the ops object) -----------
+
+UNLOCK_WAIT_S = 30.0
+
+
+async def show_ddl_locks(
+    ops: TaskOps, task: str | None = None, sources: list[str] | None = None
+) -> dict[str, Any]:
+    """DM's show-ddl-locks: every lock (of `task`), only those involving `sources` if given."""
+    from migration.shardddl import DdlLockStore
+
+    locks = await DdlLockStore(ops.mstore).locks()
+    if task is not None:
+        if await ops.mstore.get_task(task) is None:
+            raise NoSuchTaskError(task)
+        locks = [lk for lk in locks if lk.task == task]
+    if sources:
+        locks = [lk for lk in locks if set(sources) & set(lk.sources)]
+    return {"result": True, "msg": "" if locks else "no DDL lock exists",
+            "locks": [lk.to_dm() for lk in locks],
+            "resolved": await DdlLockStore(ops.mstore).resolved(task)}  # fmt: skip
+
+
+async def unlock_ddl_lock(
+    ops: TaskOps, lock: str, *, owner: str | None = None, force_remove: bool = False, by: str = ""
+) -> dict[str, Any]:
+    """DM's unlock-ddl-lock, for the seed's manual cases; every call is audited.
+
+    Without --force-remove: unsynced sources are dropped (they will not reach the DDL: removed
+    from the cluster), `--owner` replaces the owner (it must be synced), and the lock goes on;
+    the answer waits until it is done, or reports the owner's error (the lock is kept then).
+    With --force-remove: the lock is deleted whatever its state; held sources resume without
+    its DDL."""
+    from migration.shardddl import DdlLock, DdlLockStore, LockState, NoSuchLockError, check_unlock
+
+    store = DdlLockStore(ops.mstore)
+    current = await store.get(lock)
+    if current is None:
+        raise NoSuchLockError(lock)
+    check_unlock(current, owner)
+    audit: dict[str, object] = {"lock": lock, "owner": owner, "force_remove": force_remove,
+                                "by": by, "before": current.to_dm()}  # fmt: skip
+    if force_remove:
+        # Infos first: a keeper pass in between must not build the lock again from them.
+        await store.delete_infos(current.task, current.target)
+        await store.delete(current, f"removed by force (unlock-ddl-lock by {by or 'an operator'})")
+        result = {"result": True, "msg": f"lock {lock} removed by force; held sources resume "
+                  "without its DDL"}  # fmt: skip
+        await ops.topo.audit("unlock-ddl-lock", {**audit, "outcome": result["msg"]})
+        return result
+    if current.state == LockState.ERROR:
+        result = {"result": False, "msg": f"the sources' DDLs disagree ({current.conflicts}): "
+                  "make them agree upstream, or unlock-ddl-lock --force-remove"}  # fmt: skip
+        await ops.topo.audit("unlock-ddl-lock", {**audit, "outcome": result["msg"]})
+        return result
+
+    def force_on(lk: DdlLock) -> DdlLock | None:
+        changes: dict[str, object] = {}
+        notes = []
+        if lk.unsynced:
+            changes["dropped"] = tuple(sorted({*lk.dropped, *lk.unsynced}))
+            changes["unsynced"] = ()
+            notes.append(f"unsynced {', '.join(lk.unsynced)} dropped")
+        if owner and owner != lk.owner:
+            changes["owner"] = owner
+            changes["owner_done"] = False
+            notes.append(f"owner {lk.owner} replaced by {owner}")
+        if not notes:
+            return None
+        new = lk.with_note(f"unlock-ddl-lock by {by or 'an operator'}: " + "; ".join(notes),
+                           **changes)  # fmt: skip
+        if new.state == LockState.WAITING and new.synced:
+            new = new.moved(LockState.EXECUTING, f"forced on: {new.owner} executes the DDL")
+        return new
+
+    await store.update(lock, force_on)
+    outcome = await _wait_unlocked(ops, store, current)
+    await ops.topo.audit("unlock-ddl-lock", {**audit, "outcome": outcome["msg"] or "done"})
+    return outcome
+
+
+async def _wait_unlocked(ops: TaskOps, store: Any, lock: Any) -> dict[str, Any]:
+    deadline = time.monotonic() + UNLOCK_WAIT_S
+    while time.monotonic() < deadline:
+        now = await store.get(lock.id)
+        if now is None:
+            return {"result": True, "msg": ""}
+        owner = next((s for s in await ops.mstore.list_statuses(lock.task)
+                      if s.source == now.owner), None)  # fmt: skip
+        if owner is not None and owner.error and owner.stage == Stage.PAUSED and not now.owner_done:
+            return {"result": False, "msg": f"the owner {now.owner} failed to apply the DDL: "
+                    f"{owner.error.get('message')}; the lock is kept (--force-remove removes it)"}  # fmt: skip
+        await asyncio.sleep(0.1)
+    return {"result": False, "msg": f"lock {lock.id} is not done after {UNLOCK_WAIT_S:g}s "
+            "(see show-ddl-locks)"}  # fmt: skip

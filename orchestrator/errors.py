@@ -125,6 +125,8 @@ def _classify_migration(
         return 400, "INVALID_ARGUMENT", details
     if isinstance(exc, mge.NoSuchTaskError):
         return 404, "NOT_FOUND", {**details, "what": f"task {exc.name}"}
+    if exc.code == "NOT_FOUND":  # a DDL lock
+        return 404, "NOT_FOUND", details
     if isinstance(exc, mge.TaskExistsError):
         return 409, "ALREADY_EXISTS", {**details, "what": f"task {exc.name}"}
     if isinstance(exc, mge.SourceUnavailableError | mge.TargetUnavailableError):

@@ -37,6 +37,15 @@ async def get_health(request: web.Request, service: Service, p: dict[str, Any]) 
     return await views.health(service)
 
 
+async def get_audit(request: web.Request, service: Service, p: dict[str, Any]) -> Any:
+    """Operator actions that bypass a safety (UnlockShard --force, unlock-ddl-lock)."""
+    entries = await service.store.list_audit()
+    if p["action"]:
+        entries = [e for e in entries if e.get("action") == p["action"]]
+    limit = p["limit"] or 100
+    return {"entries": list(reversed(entries))[:limit]}
+
+
 ROUTES = [
     Route("GET", "/api/v1/workflows", list_workflows,
           "Workflow runs, newest first (without their steps).", "workflows", "listWorkflows",
@@ -60,6 +69,11 @@ ROUTES = [
           "Each tablet of the shard: type, position, source, threads, lag (probed now).",
           "replication", "getReplicationPositions", (KS, SHARD),
           responses={404: "no such shard"}),
+    Route("GET", "/api/v1/audit", get_audit,
+          "The audit log, newest first: who broke a shard lock or unlocked a DDL lock by hand, "
+          "when, with which flags and what came of it.", "status", "getAudit",
+          (Param("action", "workflow_action", "only this action (UnlockShard, unlock-ddl-lock)"),
+           Param("limit", "integer", "at most this many (default 100)"))),
     Route("GET", "/api/v1/health", get_health,
           "Health-check snapshot of every tablet, recent recoveries (and blocked ones), and "
           "leadership.", "status", "getHealth"),

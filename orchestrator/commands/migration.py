@@ -45,9 +45,17 @@ async def _start_task(ctx: CommandContext, a: dict[str, Any]) -> Any:
     return await ctx.service.migration.start(a["task"], remove_meta=a["remove_meta"])
 
 
-@command("stop-task", "Stop a task and forget it (its checkpoints stay on the target).",
-         TASK_NAME, examples=("stop-task merge-orders",))  # fmt: skip
+@command(
+    "stop-task", "Stop a task and forget it, or (--source) remove sources from it.",
+    TASK_NAME,
+    Arg("source", "source_list", "only remove these sources from the task (repeatable); a "
+        "sharding DDL lock stops waiting for them"),
+    description="Checkpoints stay on the target: start-task with the same name resumes.",
+    examples=("stop-task merge-orders", "stop-task merge-orders --source commerce/80-"),
+)  # fmt: skip
 async def _stop_task(ctx: CommandContext, a: dict[str, Any]) -> Any:
+    if a["source"]:
+        return await ctx.service.migration.stop_sources(a["name"], list(a["source"]))
     return await ctx.service.migration.stop(a["name"])
 
 
@@ -95,3 +103,36 @@ async def _operate_source(ctx: CommandContext, a: dict[str, Any]) -> Any:
         raise ArgumentError("operate-source create needs source_id, host and port",
                             field="source_id")  # fmt: skip
     return await ctx.service.migration.operate_source(a["op"], a["source_id"], a["host"], a["port"])
+
+
+@command(
+    "show-ddl-locks", "Sharding DDL locks: ID, owner, DDLs, synced and unsynced sources, state.",
+    Arg("task", "task_name", "only this task's locks", cli="positional"),
+    Arg("source", "source_list", "only locks involving these sources (repeatable)"),
+    examples=("show-ddl-locks", "show-ddl-locks merge-orders --source commerce/-80"),
+    read=True,
+)  # fmt: skip
+async def _show_ddl_locks(ctx: CommandContext, a: dict[str, Any]) -> Any:
+    return await ctx.service.migration.show_ddl_locks(a["task"], list(a["source"] or ()))
+
+
+@command(
+    "unlock-ddl-lock", "Unlock a sharding DDL lock by hand (the seed's manual cases; audited).",
+    Arg("lock", "lock_id", "the lock's ID, as show-ddl-locks gives it", required=True,
+        cli="positional"),
+    Arg("owner", "source_id", "a synced source to execute the DDL instead of the owner"),
+    Arg("force_remove", "bool", "remove the lock even if its DDL fails; held sources resume "
+        "without it", default=False),
+    description="Locks unlock themselves when every source reaches the DDL, also across "
+    "crashes and leader changes; a source removed from the task stops counting. This is for "
+    "the rest: an unsynced source that will never come (its unsynced sources are dropped), an "
+    "owner gone for good (--owner), a DDL that cannot be applied (--force-remove). Every call "
+    "is written to the audit log (GET /api/v1/audit).",
+    examples=("unlock-ddl-lock 'merge-orders-`shard_db`.`shard_table`'",
+              "unlock-ddl-lock 'merge-orders-`shard_db`.`shard_table`' --owner commerce/80-"),
+)  # fmt: skip
+async def _unlock_ddl_lock(ctx: CommandContext, a: dict[str, Any]) -> Any:
+    by = ctx.service.settings.instance_id + (f" for {ctx.peer}" if ctx.peer else "")
+    return await ctx.service.migration.unlock_ddl_lock(
+        a["lock"], owner=a["owner"], force_remove=a["force_remove"], by=by
+    )

@@ -73,7 +73,7 @@ class Arg:
 
     kind: keyspace, keyspace_shard, alias, alias_list, host, port, bool, duration,
     tablet_type (non-primary types), durability, text; for migration: task_file (the YAML
-    text; the CLI reads it from a file), task_name, source_id, source_list, source_op.
+    text; the CLI reads it from a file), task_name, source_id, source_list, source_op, lock_id.
     cli: "flag" (`--new-primary`), "positional", or "either" (positional or flag, as
     vtctldclient's `InitShardPrimary ks/0 zone1-101` and `--primary zone1-101`).
     """
@@ -245,6 +245,8 @@ def _parse_text(value: Any) -> str:
 TASK_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,47}$"
 SOURCE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}(?:/" + SHARD_PATTERN + ")?$"
 MAX_TASK_FILE_BYTES = 1 << 20
+# `<task>-`db`.`table``, DM's sharding DDL lock id.
+LOCK_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,47}-`[^`\x00-\x1f]{1,64}`\.`[^`\x00-\x1f]{1,64}`$"
 
 
 def _parse_task_file(value: Any) -> str:
@@ -292,6 +294,7 @@ _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "source_id": _parse_pattern(SOURCE_ID_PATTERN, "source id"),
     "source_list": _parse_source_list,
     "source_op": _parse_enum(("create", "stop", "show"), "operation"),
+    "lock_id": _parse_pattern(LOCK_ID_PATTERN, "DDL lock id (want task-`db`.`table`)"),
     "scope": _parse_scope,
     "count": _parse_count,
     "workflow_action": _parse_pattern(WORKFLOW_ACTION_PATTERN, "workflow action"),
@@ -325,6 +328,7 @@ _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
         "items": {"type": "string", "pattern": SOURCE_ID_PATTERN},
     },
     "source_op": lambda: {"type": "string", "enum": ["create", "stop", "show"]},
+    "lock_id": lambda: {"type": "string", "pattern": LOCK_ID_PATTERN},
     "scope": lambda: {
         "type": "string",
         "pattern": r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,62}(?:/" + SHARD_PATTERN + ")?$",

@@ -1,4 +1,5 @@
-"""DDL in the binlog, and the safe-mode window after a load that was interrupted."""
+"""DDL in the binlog on tables of their own (merged tables: `test_ddl_locks.py`), and the
+safe-mode window after a load that was interrupted."""
 
 from __future__ import annotations
 
@@ -66,30 +67,6 @@ async def test_ddl_on_a_table_of_its_own_is_applied_with_the_target_names(
         assert await _columns(t, "app_copy", "scratch") == []
         paid = await t.fetch_rows("SELECT COUNT(*) FROM app_copy.orders WHERE status = 'paid'")
         assert paid[0][0] == 10
-
-
-async def test_ddl_on_a_merged_table_pauses_the_subtask_for_coordination(
-    mcluster: MigrationCluster,
-) -> None:
-    mc = mcluster
-    await seed(mc, 50)
-    mc.start_scheduler()
-    mc.start_worker("w1")
-    await mc.ops().start(merge_task(mc))
-    await wait_target_equals(mc, PARTS, TARGET)
-    async with await mc.primary_session("-80") as s:
-        await s.execute("ALTER TABLE shard_db_1.shard_table_1 ADD COLUMN extra INT NULL")
-
-    async def paused() -> bool:
-        st = await mc.ops().query_status("merge-orders")
-        sub = st["sources"][0]["subTaskStatus"][0]
-        return sub["stage"] == "Paused" and "shard-mode coordination" in str(sub["result"])
-
-    await eventually(paused, 20, "the shard -80 subtask to pause on the merged-table DDL")
-    async with await mc.target_session() as t:
-        assert "extra" not in await _columns(t, *TARGET)  # not applied at the first shard
-    st = await mc.ops().query_status("merge-orders")
-    assert st["sources"][1]["subTaskStatus"][0]["stage"] == "Running"
 
 
 @pytest.mark.slow

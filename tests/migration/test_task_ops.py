@@ -88,6 +88,7 @@ async def test_operate_source_registers_an_external_source_for_tasks(
         mc.start_scheduler()
         mc.start_worker("w1")
         await ops.start(task)
+
         async def copied() -> bool:
             async with await mc.target_session() as t:
                 try:
