@@ -43,8 +43,11 @@ class RunningService:
         self.task.cancel()
         done, _ = await asyncio.wait({self.task}, timeout=20)
         if not done:
-            for t in asyncio.all_tasks():
-                t.print_stack(file=sys.stderr)
+            for t in asyncio.all_tasks():  # by hand: print_stack fails on Cython frames
+                print(f"task {t.get_name()}:", file=sys.stderr)
+                for f in t.get_stack():
+                    print(f"    {f.f_code.co_filename}:{f.f_lineno} {f.f_code.co_name}",
+                          file=sys.stderr)  # fmt: skip
             raise AssertionError("the service did not shut down within 20 s of cancellation")
         if not self.task.cancelled() and self.task.exception() is not None:
             raise AssertionError(f"the service's shutdown raised:\n{_outcome(self.task)}")
