@@ -138,6 +138,16 @@ async def test_the_seed_example_alter_applied_once_when_every_shard_has_it(
     await wait_lock(mc, [f"{ks}/-80"], [f"{ks}/80-"])
     assert [lk["ID"] for lk in await locks(mc, f"{ks}/80-")] == [LOCK]
     assert await locks(mc, "legacy-9") == []
+
+    async def blocked_status() -> bool:  # query-status says what -80 waits for
+        st = await mc.ops().query_status("merge4")
+        sub = st["sources"][0]["subTaskStatus"][0]
+        return sub["unresolvedDDLLockID"] == LOCK and sub["sync"].get("blockingDDLs") == [
+            "ALTER TABLE `shard_db`.`shard_table` ADD COLUMN c2 INT"
+        ] and sub["sync"].get("heldTables") == ["shard_db_1.shard_table_1",
+                                                 "shard_db_1.shard_table_2"]  # fmt: skip
+
+    await eventually(blocked_status, 10, "query-status to show the blocking lock and DDL")
     # 3. The other source's tables, one after the other: then the lock resolves by itself.
     await alter(mc, *PARTS[2], "ADD COLUMN c2 INT")
     await write_after(mc, *TABLES[2][:3], TABLES[2][3])
