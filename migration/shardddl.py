@@ -35,7 +35,7 @@ import enum
 import json
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -314,12 +314,20 @@ def check_unlock(lock: DdlLock, owner: str | None) -> None:
         )
 
 
+PassHook = Callable[[list[DdlLock], list[DdlLock]], Awaitable[None]]
+
+
 class Keeper:
-    """The leader's side: derive every lock from the infos and the tasks, and move it on."""
+    """The leader's side: derive every lock from the infos and the tasks, and move it on.
+
+    `on_pass(locks, resolved)`, when set, is called after each pass with the locks that exist
+    and those resolved in it (the service turns them into metrics and alerts; migration/
+    imports no metrics library)."""
 
     def __init__(self, store: DdlLockStore, faults: FaultPoints) -> None:
         self.store = store
         self.faults = faults
+        self.on_pass: PassHook | None = None
 
     async def reconcile(self, tasks: dict[str, TaskRecord]) -> list[str]:
         """One pass over every lock; returns what it did, one line each."""
@@ -331,6 +339,7 @@ class Keeper:
         for lk in locks.values():
             groups.setdefault((lk.task, lk.target), [])
         done: list[str] = []
+        resolved: list[DdlLock] = []
         for (task_name, target), its in sorted(groups.items()):
             task = tasks.get(task_name)
             lid = lock_id(task_name, *target.split(".", 1))
@@ -345,7 +354,8 @@ class Keeper:
             if new is None:
                 continue
             if current is not None and finished(new):
-                await self.store.delete(new.with_revision(current.revision), "done")
+                if await self.store.delete(new.with_revision(current.revision), "done"):
+                    resolved.append(new)
                 await self.store.delete_infos(task_name, target)
                 done.append(f"DDL lock {lid} done: every source resumed")
                 continue
@@ -362,4 +372,6 @@ class Keeper:
                         done.append(f"DDL lock {lid}: {current.state} -> {new.state}")
             except (BadVersionError, NodeExistsError):
                 continue  # a subtask or another pass changed it: the next pass sees that
+        if self.on_pass is not None:
+            await self.on_pass(await self.store.locks(), resolved)
         return done

@@ -55,6 +55,7 @@ REPARENT_SUCCEEDED = "reparent.succeeded"
 REPARENT_FAILED = "reparent.failed"
 TABLET_TYPE_CHANGED = "tablet.type_changed"
 RECOVERY_RUN = "recovery.run"
+DDL_LOCK_WAITING = "ddl_lock.waiting"  # a sharding DDL lock older than ddl_lock_alert_s
 
 
 def wire_body(event: dict[str, Any]) -> bytes:

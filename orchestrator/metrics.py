@@ -127,6 +127,25 @@ WEBHOOK_DELIVERIES = Counter(
     registry=REGISTRY,
 )
 
+# Sharding DDL locks (set by the leader's keeper after every pass).
+DDL_LOCKS = Gauge(
+    "orc_ddl_locks",
+    "Sharding DDL locks now, by state (waiting, executing, resuming, error).",
+    ["state"],
+    registry=REGISTRY,
+)
+DDL_LOCK_OLDEST_S = Gauge(
+    "orc_ddl_lock_oldest_seconds",
+    "How long the oldest sharding DDL lock has existed (0: none).",
+    registry=REGISTRY,
+)
+DDL_LOCK_WAIT = Histogram(
+    "orc_ddl_lock_wait_seconds",
+    "Time from a sharding DDL lock's creation to its resolution.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+    registry=REGISTRY,
+)
+
 # Leader election: 1 while this instance is the leader (refreshed at every scrape).
 LEADER = Gauge(
     "orc_leader",

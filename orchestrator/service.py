@@ -30,6 +30,7 @@ import time
 import structlog
 
 from migration.scheduler import Scheduler
+from migration.shardddl import DdlLock, LockState
 from migration.store import MigrationStore
 from migration.tasks import TaskOps
 from migration.worker import Worker
@@ -64,6 +65,7 @@ class Service:
         self.health = HealthChecker(self)
         self.env.last_healthy = self.health.last_healthy_at
         self.migration = TaskOps(self.store, settings.migration_credentials)
+        self._alerted: set[str] = set()  # DDL locks a ddl_lock.waiting event was sent for
         self.ready = asyncio.Event()
         self.port: int | None = None
 
@@ -97,6 +99,7 @@ class Service:
     async def _schedule_migrations(self) -> None:
         """Bind migration subtasks to workers while this instance leads."""
         scheduler = Scheduler(MigrationStore(self.store.kv, self.store.root))
+        scheduler.keeper.on_pass = self._ddl_locks_seen
         while True:
             changed = self.election.changed
             if not self.is_leader:
@@ -114,6 +117,27 @@ class Service:
                 if isinstance(e, Exception):  # a bug: say so, and schedule again in a moment
                     log.error("migration scheduler failed", error=repr(e), exc_info=e)
                     await asyncio.sleep(1.0)
+
+    async def _ddl_locks_seen(self, locks: list[DdlLock], resolved: list[DdlLock]) -> None:
+        """Metrics of the sharding DDL locks, and one `ddl_lock.waiting` event per lock that
+        waits longer than `ddl_lock_alert_s`."""
+        from orchestrator import events, metrics
+
+        now = time.time()
+        for state in LockState:
+            metrics.DDL_LOCKS.labels(state.value).set(sum(lk.state == state for lk in locks))
+        metrics.DDL_LOCK_OLDEST_S.set(max((now - lk.created_at for lk in locks), default=0.0))
+        for lk in resolved:
+            metrics.DDL_LOCK_WAIT.observe(max(0.0, now - lk.created_at))
+        for lk in locks:
+            if now - lk.created_at >= self.settings.ddl_lock_alert_s and lk.id not in self._alerted:
+                self._alerted.add(lk.id)
+                await self.events.publish_quietly(events.DDL_LOCK_WAITING, {
+                    "lock": lk.id, "task": lk.task, "state": lk.state.value, "owner": lk.owner,
+                    "synced": list(lk.synced), "unsynced": list(lk.unsynced),
+                    "waiting_s": round(now - lk.created_at, 1),
+                })  # fmt: skip
+        self._alerted &= {lk.id for lk in locks}
 
     async def _run_worker(self) -> None:
         s = self.settings

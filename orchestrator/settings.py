@@ -54,6 +54,8 @@ class Settings:
     worker_enabled: bool = True
     worker_name: str = ""
     worker_lease_ttl_s: int = 3
+    # A sharding DDL lock older than this raises a `ddl_lock.waiting` event (once per lock).
+    ddl_lock_alert_s: float = 300.0
     log_json: bool = True
     log_level: str = "info"
 

@@ -4,10 +4,14 @@ manual cases without the manual steps; and the operator commands."""
 
 from __future__ import annotations
 
+import json
+
+import aiohttp
 import pytest
 
 from migration.errors import TaskConfigError
 from tests.fixtures_cluster import eventually
+from tests.fixtures_service import ServiceFactory
 from tests.migration.conftest import (
     MigrationCluster,
     create_shard_table,
@@ -242,3 +246,44 @@ async def test_unknown_lock_id_is_not_found(mcluster: MigrationCluster) -> None:
 
     with pytest.raises(NoSuchLockError, match="no DDL lock"):
         await mcluster.ops().unlock_ddl_lock("merge4-`a`.`b`", by="test")
+
+
+async def test_the_service_counts_locks_and_raises_an_event_for_a_long_wait(
+    mcluster: MigrationCluster, service_factory: ServiceFactory
+) -> None:
+    """Run by the service (its leader's keeper, its own worker): /metrics shows the waiting
+    lock, and a lock older than ddl_lock_alert_s queues one ddl_lock.waiting event."""
+    mc = mcluster
+    ks = mc.keyspace
+    await seed4(mc)
+    svc = await service_factory(  # type: ignore[arg-type]
+        mc, ddl_lock_alert_s=0.5, webhook_urls=("http://127.0.0.1:9/unreachable",)
+    )
+    await mc.ops().start(task4(mc))
+    await wait_target_equals(mc, PARTS, TARGET)
+    for part in PARTS[:2]:
+        await alter(mc, *part, "ADD COLUMN c2 INT")
+    await wait_lock(mc, [f"{ks}/-80"], [f"{ks}/80-"])
+
+    async def metric(text: str) -> bool:
+        async with aiohttp.ClientSession() as http, http.get(svc.url + "/metrics") as r:
+            return text in await r.text()
+
+    await eventually(lambda: metric('orc_ddl_locks{state="waiting"} 1.0'), 10, "the gauge")
+
+    async def event_queued() -> list[dict]:
+        kvs = await mc.store.kv.get_prefix(f"{mc.store.root}/global/outbox/")
+        return [e for e in (json.loads(kv.value) for kv in kvs) if e["kind"] == "ddl_lock.waiting"]
+
+    async def alerted() -> bool:
+        return len(await event_queued()) == 1
+
+    await eventually(alerted, 15, "one ddl_lock.waiting event in the outbox")
+    (event,) = await event_queued()
+    assert event["payload"]["lock"] == LOCK and event["payload"]["unsynced"] == [f"{ks}/80-"]
+    for part in PARTS[2:]:
+        await alter(mc, *part, "ADD COLUMN c2 INT")
+    await wait_no_lock(mc)
+    await eventually(lambda: metric('orc_ddl_locks{state="waiting"} 0.0'), 10, "the gauge at 0")
+    assert await metric("orc_ddl_lock_wait_seconds_count")
+    assert len(await event_queued()) == 1  # once per lock
