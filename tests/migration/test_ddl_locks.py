@@ -287,3 +287,47 @@ async def test_the_service_counts_locks_and_raises_an_event_for_a_long_wait(
     await eventually(lambda: metric('orc_ddl_locks{state="waiting"} 0.0'), 10, "the gauge at 0")
     assert await metric("orc_ddl_lock_wait_seconds_count")
     assert len(await event_queued()) == 1  # once per lock
+
+
+async def test_a_failing_ddl_keeps_the_lock_until_force_remove_then_sources_resume_without_it(
+    mcluster: MigrationCluster,
+) -> None:
+    """Each upstream table can take a unique key on `price` (unique within it), the merged
+    target cannot (the shards repeat each other's prices): the owner's DDL fails downstream.
+    unlock-ddl-lock keeps the lock and says why; with --force-remove the lock goes, and once
+    resumed every source carries on without the DDL."""
+    mc = mcluster
+    await start(mc)
+    for part in PARTS:
+        await alter(mc, *part, "ADD UNIQUE KEY uk_price (price)")
+
+    async def owner_failed() -> bool:
+        st = await mc.ops().query_status("merge4")
+        return any(
+            e["subTaskStatus"][0]["stage"] == "Paused" and "1062" in str(e["subTaskStatus"][0])
+            for e in st["sources"]
+        )
+
+    await eventually(owner_failed, 20, "the owner's DDL to fail downstream")
+    kept = await mc.ops().unlock_ddl_lock(LOCK, by="test")
+    assert kept["result"] is False and "failed to apply the DDL" in kept["msg"], kept
+    assert [lk["ID"] for lk in await locks(mc)] == [LOCK]
+    removed = await mc.ops().unlock_ddl_lock(LOCK, force_remove=True, by="test")
+    assert removed["result"] is True
+    await mc.ops().resume("merge4")
+    for shard, db, table, first in TABLES:
+        async with await mc.primary_session(shard) as s:
+            await s.execute(f"UPDATE {db}.{table} SET n = n + 100 WHERE id = %s", (first + 3,))
+    await wait_no_lock(mc)
+    await wait_target_equals(mc, PARTS, TARGET)
+    async with await mc.target_session() as t:
+        keys = await t.fetch_rows(
+            "SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s AND INDEX_NAME = 'uk_price'",
+            TARGET,
+        )
+    assert keys == []
+    outcomes = [
+        e["outcome"] for e in await mc.store.list_audit() if e["action"] == "unlock-ddl-lock"
+    ]
+    assert len(outcomes) == 2 and "removed by force" in str(outcomes[1])
