@@ -9,6 +9,12 @@ gave up never starts acting on the server later.
 
 Exit codes: 0 success; 1 the command failed (the error is on stderr); 2 bad usage; 3 the
 server could not be reached or answered something that is not the API.
+
+Start time matters (an operator runs this many times a night): only the command table and
+argparse are imported, the request is made by `orchestrator.ctl_http` (plain HTTP on a socket),
+and only the named command's arguments are declared. `https://` goes through `http.client`; a
+proxy in the environment (`http_proxy`...) or a redirect from the server through
+`urllib.request`; each imported only then.
 """
 
 from __future__ import annotations
@@ -19,13 +25,11 @@ import os
 import re
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from orchestrator.commands import COMMANDS, Arg, Command
+from orchestrator.ctl_http import ProtocolError, post
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -88,16 +92,40 @@ def main(argv: list[str]) -> int:
         prog="orchestrator ctl", formatter_class=_Formatter,
         description=_DESCRIPTION["description"], epilog=_DESCRIPTION["epilog"],
     )  # fmt: skip
-    _configure(p)
+    _configure(p, only=_command_named(argv))
     args, rest = p.parse_known_args(argv)
     return int(run(args, rest))
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
+# The flags accepted before the command: with a value, and without.
+_VALUE_FLAGS = frozenset({"--server", "--token", "--timeout", "--format"})
+_BOOL_FLAGS = frozenset({"--quiet"})
+
+
+def _command_named(argv: list[str]) -> str | None:
+    """The command argv surely runs, or None when that takes argparse to tell (help, an
+    abbreviated or unknown flag, an unknown command): then every command is declared."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUE_FLAGS:
+            next(words, None)
+        elif word in _BOOL_FLAGS or word.split("=", 1)[0] in _VALUE_FLAGS:
+            continue
+        elif word.startswith("-"):
+            return None
+        else:
+            return word if word in COMMANDS else None
+    return None
+
+
+def _configure(p: argparse.ArgumentParser, *, only: str | None = None) -> None:
+    """Every command as a sub-command; with `only` (the command being run), that one alone:
+    the listing of the others is only ever shown when no command is named."""
     _add_connection_flags(p, suppress=False)
     csub = p.add_subparsers(dest="command", metavar="<Command>", title="commands", required=True)
     for cmd in COMMANDS.values():
-        _add_command(csub, cmd)
+        if only is None or cmd.name == only:
+            _add_command(csub, cmd)
     p.set_defaults(func=run)
 
 
@@ -210,7 +238,8 @@ def _to_json(arg: Arg, value: Any) -> Any:
     """The JSON value of a command-line string (the server validates it)."""
     if arg.kind == "task_file":  # the file is read here, on the client
         try:
-            return Path(value).read_text()
+            with open(value, encoding="utf-8") as f:
+                return f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read the task file {value}: {e}") from None
     if arg.kind == "source_list":
@@ -258,6 +287,17 @@ def run(args: argparse.Namespace, rest: list[str] | None = None) -> int:
     return client.run(cmd.name, body)
 
 
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _proxied() -> bool:
+    """A proxy set in the environment, as urllib.request.getproxies() reads it on POSIX."""
+    return any(
+        k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v
+        for k, v in os.environ.items()
+    )
+
+
 class _Client:
     def __init__(
         self, server: str, token: str, *, timeout: float, quiet: bool, fmt: str = "json"
@@ -275,14 +315,55 @@ class _Client:
                    "X-Orchestrator-Deadline": f"{time.time() + self.timeout:.3f}"}  # fmt: skip
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(
-            url, data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
+        data = json.dumps(body).encode()
+        try:
+            resp = None if _proxied() else self._post(url, data, headers)
+            if resp is not None and resp.status in _REDIRECTS:
+                resp.close()
+                resp = None
+            if resp is None:
+                return self._run_urllib(url, data, headers, name)
+        except (OSError, ProtocolError) as e:
+            print(f"orchestrator ctl: cannot reach the orchestrator at {self.server}: {e}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_UNREACHABLE
+        with resp:
+            if not 200 <= resp.status < 300:
+                return self._http_error(resp.status, resp.reason, resp.read())
+            return self._read_stream(resp, name)
+
+    def _post(self, url: str, data: bytes, headers: dict[str, str]) -> Any:
+        """POST as urllib.request.urlopen would without a proxy or a redirect: plain HTTP
+        through `ctl_http`, HTTPS through `http.client`."""
+        parts = urllib.parse.urlsplit(url)
+        target = f"{parts.path}?{parts.query}"
+        if parts.scheme == "http":
+            return post(parts.hostname or "", parts.port or 80, target, data, headers,
+                        host_header=parts.netloc.rpartition("@")[2], timeout=self.timeout)  # fmt: skip
+        import http.client
+
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=self.timeout)
+        try:
+            conn.request("POST", target, body=data, headers={**headers, "Connection": "close"})
+            return conn.getresponse()
+        except http.client.HTTPException as e:
+            conn.close()
+            raise ProtocolError(str(e) or type(e).__name__) from e
+        except BaseException:
+            conn.close()
+            raise
+
+    def _run_urllib(self, url: str, data: bytes, headers: dict[str, str], name: str) -> int:
+        """The same request through urllib.request (proxies from the environment, redirects)."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
             resp = urllib.request.urlopen(req, timeout=self.timeout)
         except urllib.error.HTTPError as e:
-            return self._http_error(e)
-        except (urllib.error.URLError, OSError) as e:
+            return self._http_error(e.code, e.reason, e.read())
+        except (urllib.error.URLError, OSError, ProtocolError) as e:
             reason = getattr(e, "reason", e)
             print(f"orchestrator ctl: cannot reach the orchestrator at {self.server}: {reason}",
                   file=sys.stderr)  # fmt: skip
@@ -290,17 +371,16 @@ class _Client:
         with resp:
             return self._read_stream(resp, name)
 
-    def _http_error(self, e: urllib.error.HTTPError) -> int:
-        raw = e.read()
+    def _http_error(self, code: int, reason: str, raw: bytes) -> int:
         try:
             doc = json.loads(raw)
         except ValueError:
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
-            self._print_error(doc["error"], e.code)
+            self._print_error(doc["error"], code)
             return EXIT_FAILED
         text = raw.decode(errors="replace").strip()[:500]
-        print(f"orchestrator ctl: {self.server} answered HTTP {e.code}: {text or e.reason} "
+        print(f"orchestrator ctl: {self.server} answered HTTP {code}: {text or reason} "
               "(is it an orchestrator?)", file=sys.stderr)  # fmt: skip
         return EXIT_UNREACHABLE
 
