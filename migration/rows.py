@@ -116,6 +116,14 @@ def insert_statements(
     return _split(head, (escape(_plain_row(r)) for r in rows), ",")
 
 
+def insert_literal_statements(
+    target: str, columns: Sequence[str], literals: Iterable[str]
+) -> list[str]:
+    """INSERT statements for rows given as SQL row-constructor literals, `(1,'a')`."""
+    head = f"INSERT INTO {target} ({', '.join(quote(c) for c in columns)}) VALUES "
+    return _split(head, literals, ",")
+
+
 def delete_statements(
     escape: Escape, target: str, key_columns: Sequence[str], keys: Iterable[Sequence[Any]]
 ) -> list[str]:

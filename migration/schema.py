@@ -31,6 +31,8 @@ class TableInfo:
     # The columns that identify a row (primary key, else the first NOT NULL unique key);
     # empty when the table has neither.
     key: tuple[str, ...]
+    # information_schema DATA_TYPE of each column, lower case ("int", "varchar", "blob"...).
+    types: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -51,11 +53,12 @@ async def list_tables(session: Session) -> list[tuple[str, str]]:
 
 async def table_info(session: Session, db: str, table: str) -> TableInfo:
     columns = await session.fetch_rows(
-        "SELECT COLUMN_NAME, IS_NULLABLE FROM information_schema.COLUMNS "
+        "SELECT COLUMN_NAME, IS_NULLABLE, DATA_TYPE FROM information_schema.COLUMNS "
         "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
         (db, table),
     )
     names = tuple(str(c[0]) for c in columns)
+    types = tuple(str(c[2]).lower() for c in columns)
     nullable = {str(c[0]) for c in columns if c[1] == "YES"}
     keys = await session.fetch_rows(
         "SELECT s.INDEX_NAME, s.COLUMN_NAME FROM information_schema.STATISTICS s "
@@ -71,7 +74,7 @@ async def table_info(session: Session, db: str, table: str) -> TableInfo:
         if index == "PRIMARY" or not nullable.intersection(cols):
             key = tuple(cols)
             break
-    return TableInfo(db, table, names, key)
+    return TableInfo(db, table, names, key, types)
 
 
 async def show_create_table(session: Session, db: str, table: str) -> str:
