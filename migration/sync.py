@@ -20,6 +20,7 @@ Steps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import time
 from collections.abc import Awaitable
@@ -109,6 +110,8 @@ class Syncer:
         self.flavor = flavor
         await self._check_contains(cp.gtid, have)
         self.ddl = LockParticipant(ctx, self.target, flavor)
+        # Watched from before the first look at the locks: no change between the two is missed.
+        lock_rev = await ctx.mstore.revision() + 1
         cp, self.rewound = await self.ddl.act(cp)
         if self.rewound:
             return cp
@@ -124,7 +127,7 @@ class Syncer:
         ctx.log.info("sync started", server=self.server.describe(), gtid=cp.gtid,
                      safe_mode_until=cp.safe_mode_until)  # fmt: skip
         replaying = True
-        lock_watch = asyncio.create_task(self._watch_locks(), name="ddl lock watch")
+        lock_watch = asyncio.create_task(self._watch_locks(lock_rev), name="ddl lock watch")
         try:
             while not switch.is_set():
                 item = await _first(reader.next(), switch, self._lock_changed)
@@ -148,18 +151,32 @@ class Syncer:
             await reader.stop()
         return cp
 
-    async def _watch_locks(self) -> None:
-        """Wake the loop on every change of a DDL lock (and every few seconds regardless)."""
+    async def _watch_locks(self, start: int) -> None:
+        """Wake the loop on every change of a DDL lock from revision `start` on, and every few
+        seconds while a table is held regardless. The watch is set up again every few seconds
+        (a stuck one cannot hold a lock up for longer) from the revision after the last event
+        it delivered, so nothing falls between two (the old code started each one at the
+        revision of that moment: a change just before was missed until the recheck); after an
+        etcd error, from the current revision, with a wake-up (`act` reads every lock again)."""
         prefix = self.ddl.locks.prefix + "locks/"
         while True:
-            start = await self.ctx.mstore.revision() + 1
             try:
+                floor = await self.ctx.mstore.revision() + 1
                 async with asyncio.timeout(LOCK_RECHECK_S):
-                    async for _ev in self.ctx.mstore.kv.watch(prefix, prefix=True,
-                                                              start_revision=start):  # fmt: skip
+                    async for ev in self.ctx.mstore.kv.watch(prefix, prefix=True,
+                                                             start_revision=start):  # fmt: skip
+                        start = ev.mod_revision + 1
                         self._lock_changed.set()
             except TimeoutError:
-                pass
+                # What was committed before this watch began has been replayed by now: the
+                # next one need not go back further (nor over a long quiet history).
+                start = max(start, floor)
+            except TopoError as e:
+                self.ctx.log.info("DDL lock watch lost; watching again", error=str(e))
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(TopoError):
+                    start = await self.ctx.mstore.revision() + 1
+                self._lock_changed.set()
             if self.ctx.status.sync.get("heldTables"):
                 self._lock_changed.set()
 
