@@ -30,6 +30,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.constants import NONE_SOURCE
 from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
@@ -88,6 +89,28 @@ class PositionTracker:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+# Values the library decodes as None although the column holds one: an empty SET and the zero
+# dates (`0000-00-00`) that sql_mode may allow. Kept as they are, not turned into NULL.
+_NOT_NULL = {
+    NONE_SOURCE.EMPTY_SET: "",
+    NONE_SOURCE.OUT_OF_DATE_RANGE: "0000-00-00",
+    NONE_SOURCE.OUT_OF_DATETIME_RANGE: "0000-00-00 00:00:00",
+    NONE_SOURCE.OUT_OF_DATETIME2_RANGE: "0000-00-00 00:00:00",
+}
+
+
+def _values(
+    values: dict[str, Any], none_sources: dict[str, str] | None, names: tuple[str, ...]
+) -> tuple[Any, ...]:
+    row = tuple(values[n] for n in names)
+    if not none_sources:
+        return row
+    fixed = {n: _NOT_NULL[src] for n, src in none_sources.items() if src in _NOT_NULL}
+    if not fixed:
+        return row
+    return tuple(fixed.get(n, v) if v is None else v for n, v in zip(names, row, strict=True))
 
 
 def reader_server_id(task: str, source_id: str, epoch: int) -> int:
@@ -279,13 +302,13 @@ class BinlogReader:
         if isinstance(event, UpdateRowsEvent):
             kind = UPDATE
             rows: list[Any] = [
-                (tuple(r["before_values"][n] for n in names),
-                 tuple(r["after_values"][n] for n in names))
+                (_values(r["before_values"], r.get("before_none_sources"), names),
+                 _values(r["after_values"], r.get("after_none_sources"), names))
                 for r in event.rows
             ]  # fmt: skip
         else:
             kind = INSERT if isinstance(event, WriteRowsEvent) else DELETE
-            rows = [tuple(r["values"][n] for n in names) for r in event.rows]
+            rows = [_values(r["values"], r.get("none_sources"), names) for r in event.rows]
         txn.changes.append(
             RowChange(kind, event.schema, event.table, target[0], target[1], names, rows)
         )

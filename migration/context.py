@@ -76,10 +76,19 @@ class SubtaskContext:
 
     async def target_session(self) -> Session:
         t = self.spec.target
-        return await open_session(self.creds.params(t.host, t.port))
+        return await self.server_session(t.host, t.port)
 
     async def server_session(self, host: str, port: int) -> Session:
-        return await open_session(self.creds.params(host, port))
+        """A session in UTC: TIMESTAMP values are read (the load) and written (load and sync;
+        the binlog reader gives them in UTC) as the same instants whatever the servers'
+        time zones."""
+        s = await open_session(self.creds.params(host, port))
+        try:
+            await s.execute("SET SESSION time_zone = '+00:00'")
+        except BaseException:
+            await s.close()
+            raise
+        return s
 
     def is_merged(self, db: str, table: str) -> bool:
         """Rows of several upstream tables meet in this target table (a DDL on it needs

@@ -119,7 +119,7 @@ class Session:
         """Run one statement; the affected row count."""
 
         async def work(cursor: Any) -> int:
-            return int(await cursor.execute(sql, None if args is None else tuple(args)))
+            return int(await cursor.execute(self._sql(sql, args)))
 
         return await self._run(work, timeout)
 
@@ -129,7 +129,7 @@ class Session:
         """Run a query; its rows as tuples."""
 
         async def work(cursor: Any) -> list[tuple[Any, ...]]:
-            await cursor.execute(sql, None if args is None else tuple(args))
+            await cursor.execute(self._sql(sql, args))
             return list(await cursor.fetchall())
 
         return await self._run(work, timeout)
@@ -140,7 +140,7 @@ class Session:
         """Run a query; its rows as dicts (column name -> value)."""
 
         async def work(cursor: Any) -> list[dict[str, Any]]:
-            await cursor.execute(sql, None if args is None else tuple(args))
+            await cursor.execute(self._sql(sql, args))
             names = [d[0] for d in cursor.description or ()]
             return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
@@ -163,12 +163,23 @@ class Session:
 
     def escape(self, value: object) -> str:
         """``value`` as an SQL literal in this connection's character set; a tuple or list
-        becomes a row constructor ``(a, b)``."""
+        becomes a row constructor ``(a, b)``, bytes a hex literal ``X'00ff'`` (aiomysql's own
+        escaping of bytes raises TypeError with the PyMySQL it runs with)."""
         assert self._conn is not None
         if isinstance(value, tuple | list):
-            item = self._conn.escape
+            item = self._literal
             return "(" + ",".join(item(v) for v in value) + ")"
+        return self._literal(value)
+
+    def _literal(self, value: object) -> str:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return "X'" + bytes(value).hex() + "'"
         return str(self._conn.escape(value))
+
+    def _sql(self, sql: str, args: Sequence[object] | None) -> str:
+        """The statement with its arguments in place (as the driver would, with our
+        escaping)."""
+        return sql if args is None else sql % tuple(self._literal(a) for a in args)
 
     async def _run(self, work: Any, timeout: float | None) -> Any:
         if self._conn is None or self._conn.closed:
