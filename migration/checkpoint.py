@@ -25,9 +25,12 @@ from typing import Any
 
 from migration.errors import FencedError
 from migration.schema import qualified, quote
+from mysqlctl.errors import MysqlServerError
 from mysqlctl.session import Session
 
 LOAD_NEW, LOAD_RUNNING, LOAD_DONE = "", "loading", "done"
+UNKNOWN_THREAD = 1094
+BOOT_SLACK_S = 3
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class CheckpointTable:
             " safe_mode_until TEXT NOT NULL,"
             " load_state VARCHAR(16) NOT NULL DEFAULT '',"
             " holds MEDIUMTEXT NULL,"
+            " owner_conn BIGINT NULL,"
+            " owner_boot BIGINT NULL,"
             " updated_at DOUBLE NOT NULL) ENGINE=InnoDB"
         )
         await s.execute(
@@ -92,14 +97,25 @@ class CheckpointTable:
 
     async def claim(self, s: Session, source_id: str, epoch: int) -> Checkpoint:
         """Make `epoch` the owner of the source's row (creating it) unless a newer epoch owns
-        it already (FencedError); returns the checkpoint as this owner finds it."""
+        it already (FencedError); returns the checkpoint as this owner finds it.
+
+        The owner's connection is recorded with it. A previous owner's connection is killed
+        first: a worker paused or cut off in the middle of a transaction holds the row's lock
+        for as long as its connection lives, and would stall its successor (and it could never
+        commit anyway: its fence no longer matches)."""
+        boot = await _server_boot(s)
+        await self._kill_previous_owner(s, source_id, epoch, boot)
         await s.begin()
         try:
             await s.execute(
-                f"INSERT INTO {self.syncer} (source_id, epoch, gtid, safe_mode_until, updated_at)"
-                " VALUES (%s, %s, '', '', %s)"
-                " ON DUPLICATE KEY UPDATE epoch = GREATEST(epoch, VALUES(epoch)), seq = seq + 1",
-                (source_id, epoch, time.time()),
+                f"INSERT INTO {self.syncer} (source_id, epoch, gtid, safe_mode_until, updated_at,"
+                " owner_conn, owner_boot) VALUES (%s, %s, '', '', %s, CONNECTION_ID(), %s)"
+                # Assignments run left to right: the owner columns see the epoch before it grows.
+                " ON DUPLICATE KEY UPDATE"
+                " owner_conn = IF(VALUES(epoch) >= epoch, CONNECTION_ID(), owner_conn),"
+                " owner_boot = IF(VALUES(epoch) >= epoch, VALUES(owner_boot), owner_boot),"
+                " epoch = GREATEST(epoch, VALUES(epoch)), seq = seq + 1",
+                (source_id, epoch, time.time(), boot),
             )
             rows = await s.fetch_rows(
                 f"SELECT epoch, gtid, safe_mode_until, load_state, holds FROM {self.syncer}"
@@ -118,6 +134,26 @@ class CheckpointTable:
             )
         return Checkpoint(source_id, epoch, str(gtid), str(until), str(state),
                           json.loads(holds) if holds else {})  # fmt: skip
+
+    async def _kill_previous_owner(self, s: Session, source_id: str, epoch: int, boot: int) -> None:
+        rows = await s.fetch_rows(
+            f"SELECT epoch, owner_conn, owner_boot, CONNECTION_ID() FROM {self.syncer}"
+            " WHERE source_id = %s",
+            (source_id,),
+        )
+        if not rows:
+            return
+        owner, conn, conn_boot, mine = rows[0]
+        # The same server life only: after a restart, connection ids are handed out again.
+        if int(owner) >= epoch or conn is None or conn_boot is None or int(conn) == int(mine):
+            return
+        if abs(int(conn_boot) - boot) > BOOT_SLACK_S:
+            return
+        try:
+            await s.execute(f"KILL CONNECTION {int(conn)}")
+        except MysqlServerError as e:
+            if e.code != UNKNOWN_THREAD:
+                raise
 
     async def fence(
         self,
@@ -199,6 +235,15 @@ class CheckpointTable:
             " snapshot_gtid = VALUES(snapshot_gtid)",
             (source_id, p.db, p.table, p.last_key, p.rows, int(p.done), p.snapshot_gtid),
         )
+
+
+async def _server_boot(s: Session) -> int:
+    """When the server started (seconds since the epoch, to within a second or so)."""
+    rows = await s.fetch_rows(
+        "SELECT UNIX_TIMESTAMP() - VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
+        " WHERE VARIABLE_NAME = 'UPTIME'"
+    )
+    return int(float(rows[0][0]))
 
 
 def _text(v: object) -> str:

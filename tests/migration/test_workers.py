@@ -3,6 +3,7 @@ plus a moment, and a worker that lost its binding can never write to the target 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -11,6 +12,7 @@ import pytest
 
 from migration.checkpoint import CheckpointTable
 from migration.errors import FencedError
+from mysqlctl.errors import MysqlUnreachableError
 from tests.fixtures_cluster import eventually
 from tests.migration.conftest import (
     PARTS,
@@ -93,31 +95,42 @@ async def test_a_stale_epoch_cannot_commit_after_another_claimed_the_checkpoint(
     mcluster: MigrationCluster,
 ) -> None:
     """The fence itself, on the real target: epoch 1 (a worker that was partitioned, paused or
-    slow) tries to commit after epoch 2 (its successor) claimed the checkpoint."""
+    slow) is in the middle of a transaction when epoch 2 (its successor) claims the
+    checkpoint. The successor is not stalled by the old transaction's row lock: it kills the
+    old owner's connection (the transaction rolls back), and the old epoch can never commit
+    again, on that connection or on a new one."""
     mc = mcluster
     table = CheckpointTable("dm_meta", "fence-test")
     async with await mc.target_session() as old, await mc.target_session() as new:
         await table.ensure(old)
+        await old.execute("CREATE TABLE IF NOT EXISTS dm_meta.fenced_rows (id INT PRIMARY KEY)")
         cp1 = await table.claim(old, "commerce/-80", 1)
         await old.begin()
         cp1 = await table.fence(old, cp1, gtid="0-101-5")
-        await old.execute("CREATE TABLE IF NOT EXISTS dm_meta.fenced_rows (id INT PRIMARY KEY)")
         await old.commit()
-        await new.execute("CREATE TABLE IF NOT EXISTS dm_meta.fenced_rows (id INT PRIMARY KEY)")
-        cp2 = await table.claim(new, "commerce/-80", 2)
-        assert cp2.gtid == "0-101-5"  # the successor resumes where the old owner committed
+        # The old owner's next transaction is under way (its fence holds the row lock)...
         await old.begin()
-        with pytest.raises(FencedError, match="another worker owns this subtask"):
-            await table.fence(old, cp1, gtid="0-101-9")
-        await old.rollback()
-        # A claim by the old epoch is refused too (it cannot take the subtask back).
-        with pytest.raises(FencedError, match="epoch 2 owns the checkpoint"):
-            await table.claim(old, "commerce/-80", 1)
+        await table.fence(old, cp1, gtid="0-101-7")
+        await old.execute("INSERT INTO dm_meta.fenced_rows VALUES (7)")
+        # ...when its successor claims: at once, not after innodb_lock_wait_timeout.
+        cp2 = await asyncio.wait_for(table.claim(new, "commerce/-80", 2), 5)
+        assert cp2.gtid == "0-101-5"  # where the old owner last committed
+        with pytest.raises(MysqlUnreachableError):
+            await old.commit()
+        async with await mc.target_session() as again:  # the old epoch reconnects
+            await again.begin()
+            with pytest.raises(FencedError, match="another worker owns this subtask"):
+                await table.fence(again, cp1, gtid="0-101-9")
+            await again.rollback()
+            # A claim by the old epoch is refused too (it cannot take the subtask back).
+            with pytest.raises(FencedError, match="epoch 2 owns the checkpoint"):
+                await table.claim(again, "commerce/-80", 1)
         rows = await new.fetch_rows(
             "SELECT epoch, gtid FROM dm_meta.`fence-test_syncer_checkpoint` "
             "WHERE source_id = 'commerce/-80'"
         )
         assert [(int(e), str(g)) for e, g in rows] == [(2, "0-101-5")]
+        assert await new.fetch_rows("SELECT id FROM dm_meta.fenced_rows") == []
 
 
 @pytest.mark.slow
