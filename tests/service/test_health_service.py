@@ -94,6 +94,10 @@ async def test_replication_errors_and_errant_transactions_are_reported_and_left_
     rs = await start_service(shard, service_factory)
 
     await _replication_error_on(shard, "zone1-103", 4242)
+    # zone1-102 first applies the primary's write: an errant write made before that would
+    # take the same sequence number, and gtid_strict_mode would then stop its replication
+    # too (a second ReplicationError, which this test is not about).
+    await shard.wait_rows("zone1-102", [4242])
     # A write on a replica by an account that read_only does not stop: an errant transaction.
     await shard.admin("zone1-102").execute("INSERT INTO test.acked (id, t) VALUES (4343, 2)")
 
