@@ -44,8 +44,7 @@ from migration.faults import FaultPoints
 from migration.store import MigrationStore, TaskRecord
 from topo.errors import BadVersionError, NodeExistsError, NoNodeError
 from topo.records import Record
-
-CAS_RETRIES = 50
+from topo.store import update_record
 
 
 class LockState(enum.StrEnum):
@@ -203,18 +202,9 @@ class DdlLockStore:
 
     async def update(self, lock: str, fn: Callable[[DdlLock], DdlLock | None]) -> DdlLock | None:
         """Read-modify-write with retries; None when the lock does not exist (any more)."""
-        for _ in range(CAS_RETRIES):
-            current = await self.get(lock)
-            if current is None:
-                return None
-            new = fn(current)
-            if new is None or new == current:
-                return current
-            try:
-                return await self.replace(current, new)
-            except BadVersionError:
-                continue
-        raise BadVersionError(f"ddl lock {lock}", -1)
+        return await update_record(
+            self.kv, self.lock_key(lock), DdlLock, f"ddl lock {lock}", fn, missing_ok=True
+        )
 
     async def delete(self, lock: DdlLock, outcome: str) -> bool:
         """Delete the lock as read (compare-and-swap) and keep its last state and history

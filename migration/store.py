@@ -28,9 +28,9 @@ from typing import Any, ClassVar, TypeVar
 from topo.errors import BadVersionError, NodeExistsError, NoNodeError
 from topo.kv import EtcdKV, WatchEvent
 from topo.records import Record
+from topo.store import update_record
 
 R = TypeVar("R", bound=Record)
-CAS_RETRIES = 50
 
 
 class Stage:
@@ -165,19 +165,9 @@ class MigrationStore:
     async def _update_fields(
         self, key: str, cls: type[R], what: str, fn: Callable[[R], R | None]
     ) -> R:
-        for _ in range(CAS_RETRIES):
-            current = await self._get(key, cls)
-            if current is None:
-                raise NoNodeError(what)
-            new = fn(current)
-            if new is None or new == current:
-                return current
-            try:
-                kv = await self.kv.update(key, new.to_json(), current.revision)
-            except BadVersionError:
-                continue
-            return new.with_revision(kv.mod_revision)
-        raise BadVersionError(what, -1)
+        rec = await update_record(self.kv, key, cls, what, fn)
+        assert rec is not None
+        return rec
 
     # -- tasks ---------------------------------------------------------------------------
 

@@ -39,10 +39,10 @@ from typing import Any, ClassVar
 from topo.errors import BadVersionError, InvalidArgumentError, NoNodeError
 from topo.kv import EtcdKV
 from topo.records import Record
+from topo.store import update_record
 
 KEEP = 500
 MAX_AGE_S = 7 * 24 * 3600.0
-CAS_RETRIES = 20
 
 
 def new_recovery_id(started_at: float | None = None) -> str:
@@ -120,18 +120,10 @@ class RecoveryLog:
         self, rec_id: str, fn: Callable[[RecoveryRecord], RecoveryRecord | None]
     ) -> RecoveryRecord:
         """Read, apply `fn`, compare-and-swap; on a conflict, again from a fresh read."""
-        key = self.key(rec_id)
-        for _ in range(CAS_RETRIES):
-            current = await self.get(rec_id)
-            new = fn(current)
-            if new is None or new == current:
-                return current
-            try:
-                kv = await self.kv.update(key, new.to_json(), current.revision)
-            except BadVersionError:
-                continue
-            return new.with_revision(kv.mod_revision)
-        raise BadVersionError(f"recovery {rec_id}", -1)
+        rec = await update_record(self.kv, self.key(rec_id), RecoveryRecord,
+                                  f"recovery {rec_id}", fn)  # fmt: skip
+        assert rec is not None
+        return rec
 
     async def list_records(self) -> list[RecoveryRecord]:
         """Every record, newest first (unreadable ones are left out)."""

@@ -140,20 +140,9 @@ class TopoStore:
         fn: Callable[[R], R | None],
         fence: Fence | None = None,
     ) -> R:
-        """Read, apply `fn`, compare-and-swap; on conflict start over from a fresh read.
-
-        `fn` returns the new record, or None when nothing needs to change (no write then).
-        """
-        for _ in range(CAS_RETRIES):
-            current = await self._get(key, cls, what)
-            new = fn(current)
-            if new is None or new == current:
-                return current
-            try:
-                return await self._update(key, new.with_revision(current.revision), fence)
-            except BadVersionError:
-                continue
-        raise BadVersionError(what, -1)
+        rec = await update_record(self.kv, key, cls, what, fn, fence=fence)
+        assert rec is not None
+        return rec
 
     async def _list(self, prefix: str, suffix: str, cls: type[R]) -> list[R]:
         return [
@@ -435,6 +424,40 @@ class TopoStore:
         return [
             json.loads(kv.value) for kv in await self.kv.get_prefix(f"{self.root}/global/audit/")
         ]
+
+
+async def update_record(
+    kv: EtcdKV,
+    key: str,
+    cls: type[R],
+    what: str,
+    fn: Callable[[R], R | None],
+    *,
+    fence: Fence | None = None,
+    missing_ok: bool = False,
+) -> R | None:
+    """The one read-modify-write loop of every record store: read, apply `fn`, compare-and-
+    swap on the revision read; on a conflict start over from a fresh read, so a concurrent
+    writer costs a retry, never a lost update.
+
+    `fn` returns the new record, or None when nothing needs to change (no write then). A
+    missing record is NoNodeError(`what`), or None with `missing_ok`."""
+    for _ in range(CAS_RETRIES):
+        kv_read = await kv.get(key)
+        if kv_read is None:
+            if missing_ok:
+                return None
+            raise NoNodeError(what)
+        current = cls.from_json(kv_read.value, revision=kv_read.mod_revision)
+        new = fn(current)
+        if new is None or new == current:
+            return current
+        try:
+            written = await kv.update(key, new.to_json(), current.revision, fence=fence)
+        except BadVersionError:
+            continue
+        return new.with_revision(written.mod_revision)
+    raise BadVersionError(what, -1)
 
 
 def _is_tablet_key(rel: str) -> bool:
