@@ -648,51 +648,17 @@ class MysqlClient:
             self._conn = None
 
     async def _open(self) -> tuple[Connection, Flavor]:
-        """Connect, detect the flavor, kill abandoned statements; all within connect_timeout.
+        """Connect, detect the flavor, kill abandoned statements; all within connect_timeout."""
+        found: list[Flavor] = []
 
-        The connection object is built first so that a connect cut short by the deadline can
-        still close its socket.
-        """
-        params = self._params
-        conn = aiomysql.Connection(
-            host=params.host,
-            port=params.port,
-            user=params.user,
-            password=params.password,
-            connect_timeout=params.connect_timeout,
-            autocommit=True,
-            charset="utf8mb4",
-            cursorclass=_Cursor,
-        )
-        try:
-            async with asyncio.timeout(params.connect_timeout) as deadline:
-                await conn._connect()
-                rows = await _fetch(conn, Statement("SELECT @@GLOBAL.version AS version"))
-                flavor = detect_flavor(str(rows[0]["version"]), address=self.address)
-                await self._kill_abandoned(conn)
-        except TimeoutError as exc:
-            conn.close()
-            if not deadline.expired():
-                raise MysqlUnreachableError(
-                    f"{self.address}: cannot connect: {exc}", address=self.address
-                ) from exc
-            raise MysqlUnreachableError(
-                f"{self.address}: no answer within connect timeout {params.connect_timeout:g}s",
-                address=self.address,
-            ) from None
-        except pymysql.err.Error as exc:
-            conn.close()
-            raise translate_error(exc, self.address, connecting=True) from exc
-        except OSError as exc:
-            conn.close()
-            raise MysqlUnreachableError(
-                f"{self.address}: cannot connect: {exc}", address=self.address
-            ) from exc
-        except BaseException:
-            conn.close()
-            raise
-        self._flavor = flavor
-        return conn, flavor
+        async def setup(conn: Connection) -> None:
+            rows = await _fetch(conn, Statement("SELECT @@GLOBAL.version AS version"))
+            found.append(detect_flavor(str(rows[0]["version"]), address=self.address))
+            await self._kill_abandoned(conn)
+
+        conn = await open_connection(self._params, cursorclass=_Cursor, setup=setup)
+        self._flavor = found[0]
+        return conn, found[0]
 
     async def _kill_abandoned(self, conn: Connection) -> None:
         """Kill statements left running by connections we abandoned (timed out or cancelled),
@@ -705,6 +671,59 @@ class MysqlClient:
             except pymysql.err.Error as exc:
                 if _code(exc) != _UNKNOWN_THREAD:
                     log.warning("%s: could not kill thread %s: %s", self.address, thread_id, exc)
+
+
+async def open_connection(
+    params: MysqlParams,
+    *,
+    cursorclass: type[Any],
+    autocommit: bool = True,
+    database: str | None = None,
+    setup: Callable[[Connection], Awaitable[None]] | None = None,
+) -> Connection:
+    """A new connection, connected and `setup` run on it, all within the connect timeout;
+    every failure a typed error naming the server. Shared by the client and the sessions of
+    `mysqlctl.session`.
+
+    The connection object is built first so that a connect cut short by the deadline can
+    still close its socket."""
+    conn = aiomysql.Connection(
+        host=params.host,
+        port=params.port,
+        user=params.user,
+        password=params.password,
+        db=database,
+        connect_timeout=params.connect_timeout,
+        autocommit=autocommit,
+        charset="utf8mb4",
+        cursorclass=cursorclass,
+    )
+    address = params.address
+    try:
+        async with asyncio.timeout(params.connect_timeout) as deadline:
+            await conn._connect()
+            if setup is not None:
+                await setup(conn)
+    except TimeoutError as exc:
+        conn.close()
+        if not deadline.expired():
+            raise MysqlUnreachableError(
+                f"{address}: cannot connect: {exc}", address=address
+            ) from exc
+        raise MysqlUnreachableError(
+            f"{address}: no answer within connect timeout {params.connect_timeout:g}s",
+            address=address,
+        ) from None
+    except pymysql.err.Error as exc:
+        conn.close()
+        raise translate_error(exc, address, connecting=True) from exc
+    except OSError as exc:
+        conn.close()
+        raise MysqlUnreachableError(f"{address}: cannot connect: {exc}", address=address) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 async def _noop(conn: Connection, flavor: Flavor) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Self
 import aiomysql
 import pymysql
 
-from mysqlctl.client import MysqlParams, translate_error
+from mysqlctl.client import MysqlParams, open_connection, translate_error
 from mysqlctl.errors import MysqlError, MysqlTimeoutError, MysqlUnreachableError
 
 __all__ = ["Session", "open_session"]
@@ -40,37 +40,9 @@ async def open_session(
     params: MysqlParams, *, autocommit: bool = True, database: str | None = None
 ) -> Session:
     """Connect (within ``params.connect_timeout``) and return the session."""
-    conn = aiomysql.Connection(
-        host=params.host,
-        port=params.port,
-        user=params.user,
-        password=params.password,
-        db=database,
-        connect_timeout=params.connect_timeout,
-        autocommit=autocommit,
-        charset="utf8mb4",
-        cursorclass=_QuietCursor,
+    conn = await open_connection(
+        params, cursorclass=_QuietCursor, autocommit=autocommit, database=database
     )
-    try:
-        async with asyncio.timeout(params.connect_timeout):
-            await conn._connect()
-    except TimeoutError:
-        conn.close()
-        raise MysqlUnreachableError(
-            f"{params.address}: no answer within connect timeout {params.connect_timeout:g}s",
-            address=params.address,
-        ) from None
-    except pymysql.err.Error as exc:
-        conn.close()
-        raise translate_error(exc, params.address, connecting=True) from exc
-    except OSError as exc:
-        conn.close()
-        raise MysqlUnreachableError(
-            f"{params.address}: cannot connect: {exc}", address=params.address
-        ) from exc
-    except BaseException:
-        conn.close()
-        raise
     return Session(params, conn)
 
 
