@@ -46,6 +46,10 @@ class Credentials:
         )  # fmt: skip
 
 
+class Stopping(Exception):
+    """Raised at a batch or chunk boundary once `SubtaskContext.stopping` is set."""
+
+
 @dataclass
 class SubtaskContext:
     spec: TaskSpec
@@ -61,6 +65,9 @@ class SubtaskContext:
     targets: dict[str, int] = field(default_factory=dict)
     status: SubtaskStatus = field(init=False)
     _dirty: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # Set when the worker drains (SIGTERM, offline-member): the subtask finishes the batch or
+    # chunk at hand, commits it with its checkpoint, and ends (`Stopping`).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
         self.status = SubtaskStatus(

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from migration.aio import cancel_and_wait
 from migration.checkpoint import LOAD_DONE, LOAD_NEW, LOAD_RUNNING, Checkpoint, TableProgress
 from migration.conflicts import key_conflict
-from migration.context import SubtaskContext
+from migration.context import Stopping, SubtaskContext
 from migration.errors import KeyConflictError, PausingError
 from migration.rows import (
     Escape,
@@ -258,6 +258,9 @@ async def _copy_table(
             await cancel_and_wait(ahead)
             raise
         on_chunk(chunk.n)
+        if ctx.stopping.is_set():  # the worker drains: this chunk is committed, stop here
+            await cancel_and_wait(ahead)
+            raise Stopping()
         chunk = await ahead
 
 

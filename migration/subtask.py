@@ -11,7 +11,10 @@ Steps:
    tablet to read from changes, the sync stops at a transaction boundary and step 4 starts
    again on the new server (DM's manual "pause, switch, resume", without a person). Step 4
    also starts again when a sharding DDL lock releases a held table (`migration.shardddl`).
-5. Failures: an unreachable source or target is retried with growing backoff and clears by
+5. Drain (the worker stops: SIGTERM, offline-member): `ctx.stopping` ends the sync at the
+   next transaction boundary and the load after the chunk at hand, each committed with its
+   checkpoint; the subtask ends without an error and its successor goes on from there.
+6. Failures: an unreachable source or target is retried with growing backoff and clears by
    itself; a pausing error (divergence, key conflict, DDL needing coordination) pauses the
    subtask in the task record until resume-task; a fenced subtask stops without writing.
 """
@@ -24,7 +27,7 @@ from collections.abc import Callable
 
 from migration.aio import cancel_and_wait
 from migration.checkpoint import LOAD_DONE, LOAD_NEW, Checkpoint
-from migration.context import SubtaskContext
+from migration.context import Stopping, SubtaskContext
 from migration.errors import (
     FencedError,
     PausingError,
@@ -60,9 +63,12 @@ class SubtaskRunner:
         ctx.report(stage=Stage.RUNNING)
         backoff = BACKOFF_MIN_S
         try:
-            while True:
+            while not ctx.stopping.is_set():
                 try:
                     finished = await self._run_once()
+                except Stopping:
+                    ctx.log.info("subtask stopped at a batch boundary: its worker drains")
+                    return
                 except FencedError as e:
                     ctx.log.warning("fenced: another worker owns this subtask now", error=str(e))
                     ctx.report_error(e, stage=Stage.STOPPED)
@@ -90,7 +96,9 @@ class SubtaskRunner:
                         and isinstance(outage, SourceUnavailableError)
                     ):
                         self._avoid.add(self.server.alias)
-                    await asyncio.sleep(backoff)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(backoff):
+                            await ctx.stopping.wait()
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                     continue
                 if finished:
@@ -137,11 +145,15 @@ class SubtaskRunner:
                 self.server = await self._resolve()
                 switch = asyncio.Event()
                 watcher = asyncio.create_task(self._watch_source(switch), name="source watch")
+                stopper = asyncio.create_task(_set_when(ctx.stopping, switch), name="stopper")
                 syncer = Syncer(ctx, target, self.server)
                 try:
                     cp = await syncer.run(cp, switch)
                 finally:
                     await cancel_and_wait(watcher)
+                    await cancel_and_wait(stopper)
+                if ctx.stopping.is_set():  # the batch at hand is committed with its checkpoint
+                    raise Stopping()
                 if syncer.rewound:  # a DDL lock released a hold: re-read from the checkpoint
                     continue
                 ctx.log.info("source changed; switching at a transaction boundary",
@@ -218,6 +230,11 @@ def _retryable(e: BaseException) -> bool:
     if isinstance(e, MysqlServerError):
         return e.code in _TRANSIENT_SERVER_CODES
     return isinstance(e, TimeoutError | ConnectionError)
+
+
+async def _set_when(cause: asyncio.Event, effect: asyncio.Event) -> None:
+    await cause.wait()
+    effect.set()
 
 
 async def _maybe_await(value: object) -> None:

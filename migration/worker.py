@@ -11,6 +11,12 @@ Steps of its life:
    paused, stopped, or bound anew at another epoch.
 4. A subtask that pauses itself (divergence, key conflict...) is recorded as paused in its task,
    so it stays paused until resume-task, on this worker or any other.
+5. Drain (`request_drain()`: SIGTERM, or an offline-member request in etcd,
+   `migration.members`): stop following bindings, mark the record draining (the scheduler
+   gives it nothing new), let every subtask finish its batch or chunk and commit it with its
+   checkpoint (at most `drain_timeout` seconds, then cancelled: still safe, only slower), and
+   revoke the lease: the key vanishes and the leader rebinds the subtasks at once, not after
+   the lease TTL. `run()` then returns.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ VERSION = "0.1.0"
 class _Running:
     binding: Binding
     task: asyncio.Task[None]
+    ctx: SubtaskContext
 
 
 class Worker:
@@ -53,6 +60,7 @@ class Worker:
         lease_ttl: int = 3,
         address: str = "",
         faults: FaultPoints | None = None,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.name = name
         self.topo = topo
@@ -63,20 +71,44 @@ class Worker:
         self.faults = faults or FaultPoints()
         self.running: dict[tuple[str, str], _Running] = {}
         self.registered = asyncio.Event()
+        self.drain_timeout = drain_timeout
+        self._drain = asyncio.Event()
+        self.drained = asyncio.Event()
         self._lease = 0
         self._started = time.time()
         self.log = log.bind(worker=name)
 
+    def request_drain(self) -> None:
+        """5. Drain and return from `run()` (idempotent; SIGTERM calls it)."""
+        self._drain.set()
+
     async def run(self) -> None:
-        """Until cancelled."""
+        """Until cancelled, or drained (`request_drain`, offline-member)."""
+        from migration.members import MemberStore
+
+        members = MemberStore(self.topo.kv, self.topo.root)
         try:
             while True:
                 try:
                     await self._register()
                     async with asyncio.TaskGroup() as tg:
                         keepalive = tg.create_task(self._keep_alive())
-                        tg.create_task(self._follow_bindings())
-                        await keepalive  # returns when the lease is lost
+                        follow = tg.create_task(self._follow_bindings())
+                        offline = tg.create_task(members.wait_offline_request("worker", self.name))
+                        drain = tg.create_task(self._drain.wait())
+                        await asyncio.wait({keepalive, offline, drain},
+                                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                        if drain.done() or offline.done():
+                            await cancel_and_wait(follow)
+                            await self._drain_now()
+                            for t in (keepalive, offline, drain):
+                                t.cancel()
+                            with contextlib.suppress(Exception):
+                                await members.clear_offline_request("worker", self.name)
+                            self.drained.set()
+                            return
+                        offline.cancel()
+                        drain.cancel()
                         raise _LeaseLost()
                 except* _LeaseLost:
                     self.log.warning("worker lease lost; stopping subtasks and registering again")
@@ -91,6 +123,33 @@ class Worker:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2):
                         await self.topo.kv.revoke_lease(self._lease)
+
+    # -- 5 -------------------------------------------------------------------------------
+
+    async def _drain_now(self) -> None:
+        started = time.monotonic()
+        self.log.info("worker draining", subtasks=len(self.running))
+        rec = WorkerRecord(name=self.name, address=self.address, version=VERSION,
+                           started_at=self._started, draining=True)  # fmt: skip
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1):
+                await self.mstore.update_worker(rec, self._lease)
+        for r in self.running.values():
+            r.ctx.stopping.set()
+        pending = [r.task for r in self.running.values() if not r.task.done()]
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=self.drain_timeout)
+            if late:
+                self.log.warning("worker drain: subtasks cancelled past the bound",
+                                 late=len(late), bound_s=self.drain_timeout)  # fmt: skip
+        await self._stop_all()
+        if self._lease:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.topo.kv.revoke_lease(self._lease)
+            self._lease = 0
+        self.log.info("worker drained and deregistered",
+                      took_s=round(time.monotonic() - started, 3))  # fmt: skip
 
     # -- 1, 2 ----------------------------------------------------------------------------
 
@@ -171,7 +230,7 @@ class Worker:
         )  # fmt: skip
         runner = SubtaskRunner(ctx, on_pause=lambda e: self._record_pause(b))
         t = asyncio.create_task(runner.run(), name=f"subtask {b.task}/{b.source}")
-        self.running[(b.task, b.source)] = _Running(b, t)
+        self.running[(b.task, b.source)] = _Running(b, t, ctx)
         self.log.info("subtask started", task=b.task, source=b.source, epoch=b.epoch)
 
     async def _record_pause(self, b: Binding) -> None:

@@ -34,6 +34,7 @@ from orchestrator.ctl_http import ProtocolError, post
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
+_LIST_METAVARS = {"source_list": "SOURCE", "member_name_list": "NAME"}
 _METAVARS = {
     "keyspace_shard": "KEYSPACE/SHARD",
     "alias": "ALIAS",
@@ -216,9 +217,9 @@ def _add_arg(cp: argparse.ArgumentParser, arg: Arg) -> None:
     if arg.kind == "bool":
         cp.add_argument(arg.flag, dest=arg.name, action="store_true", default=None, help=help_text)
         return
-    if arg.kind == "source_list":  # DM's repeatable --source S
-        cp.add_argument(arg.flag, dest=arg.name, metavar="SOURCE", action="append",
-                        default=None, help=help_text)  # fmt: skip
+    if arg.kind in ("source_list", "member_name_list"):  # DM's repeatable --source S
+        cp.add_argument(arg.flag, dest=arg.name, metavar=_LIST_METAVARS[arg.kind],
+                        action="append", default=None, help=help_text)  # fmt: skip
         return
     if arg.cli == "positional":
         cp.add_argument(arg.name, metavar=metavar, nargs=None if arg.required else "?",
@@ -242,7 +243,7 @@ def _to_json(arg: Arg, value: Any) -> Any:
                 return f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read the task file {value}: {e}") from None
-    if arg.kind == "source_list":
+    if arg.kind in ("source_list", "member_name_list"):
         return [v.strip() for item in value for v in item.split(",") if v.strip()]
     if arg.kind == "alias_list":
         return [v.strip() for v in value.split(",") if v.strip()]

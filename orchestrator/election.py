@@ -5,6 +5,10 @@ Campaigning is a create-if-absent transaction; a follower watches the key and ca
 the moment it is deleted (the leader stopped, or its lease expired because it died), so a
 killed leader is replaced within the lease TTL. A leader that cannot refresh its lease steps
 down before the lease could have expired on the server.
+
+`resign(hold_off)` (SIGTERM, offline-member --type master) revokes the leader's lease at once,
+so a follower leads within a moment instead of after the TTL, and keeps this instance from
+campaigning for `hold_off` seconds (forever on shutdown) so that the follower wins.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class LeaderElection:
         self.leader_id: str | None = None
         self.changed = asyncio.Event()
         self.terms = 0
+        self._resign = asyncio.Event()
+        self._hold_off_until = 0.0
+        self.released = asyncio.Event()  # set once a resigned lease is revoked
 
     @property
     def is_leader(self) -> bool:
@@ -48,9 +55,23 @@ class LeaderElection:
         self.changed.set()
         self.changed = asyncio.Event()
 
+    def resign(self, hold_off: float = float("inf")) -> None:
+        """Give up the leadership (if held) and do not campaign for `hold_off` seconds."""
+        self._hold_off_until = time.monotonic() + hold_off
+        self.released.clear()
+        self._resign.set()
+        if not self._leader:
+            self.released.set()
+
     async def run(self) -> None:
         try:
             while True:
+                wait = self._hold_off_until - time.monotonic()
+                if wait > 0:
+                    self._resign.clear()
+                    await asyncio.sleep(min(wait, 3600.0))
+                    continue
+                self._resign.clear()
                 try:
                     await self._campaign_once()
                 except TopoError as e:
@@ -83,12 +104,19 @@ class LeaderElection:
             self._set(False, None)
             with contextlib.suppress(Exception):
                 await asyncio.shield(kv.revoke_lease(lease))
+            if self._resign.is_set():
+                log.info("leader resigned", instance_id=self.store.instance_id)
+                self.released.set()
 
     async def _hold(self, lease: int) -> None:
         """Refresh the lease every ttl/3 until it cannot be refreshed in time."""
         expires = time.monotonic() + self.ttl
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.ttl / 3):
+                    await self._resign.wait()
+            if self._resign.is_set():
+                return
             try:
                 left = await self.store.kv.refresh_lease(lease)
             except TopoError:

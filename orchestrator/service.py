@@ -15,9 +15,14 @@ Components, each a small module with an `async def run()` that works until cance
   every instance runs a worker of its own unless `worker_enabled` is off (`orchestrator worker`
   runs one alone).
 
+- Membership (`migration.members`): the instance's record under a lease of its own
+  (list-member), and offline-member requests addressed to it (a leader resigns).
+
 All state that must survive a restart is in etcd; killing any instance loses nothing.
 Shutdown is structured: cancelling `run()` cancels the TaskGroup, and every component cleans up
-in its own `finally`.
+in its own `finally`. SIGTERM first runs `shutdown()`: the leader resigns its election key (a
+follower leads within a moment, not after the TTL) while the worker drains (its subtasks
+commit their batch and are rebound at once), both bounded; then everything is cancelled.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class Service:
         self._alerted: set[str] = set()  # DDL locks a ddl_lock.waiting event was sent for
         self.ready = asyncio.Event()
         self.port: int | None = None
+        self.worker: Worker | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -86,6 +92,7 @@ class Service:
                 tg.create_task(self.health.run(), name="health")
                 tg.create_task(self.events.run(), name="outbox")
                 tg.create_task(self._schedule_migrations(), name="migration scheduler")
+                tg.create_task(self._membership(), name="membership")
                 if self.settings.worker_enabled:
                     tg.create_task(self._run_worker(), name="migration worker")
         finally:
@@ -141,10 +148,79 @@ class Service:
 
     async def _run_worker(self) -> None:
         s = self.settings
-        await Worker(
+        self.worker = Worker(
             s.worker_name or s.instance_id, self.store, s.migration_credentials,
             lease_ttl=s.worker_lease_ttl_s, address=f"{s.listen_host}:{s.listen_port}",
-        ).run()  # fmt: skip
+        )  # fmt: skip
+        await self.worker.run()
+
+    async def _membership(self) -> None:
+        """This instance's record (list-member) on a lease of its own, and the offline-member
+        requests addressed to it: a leader resigns and holds off campaigning a moment."""
+        from migration.members import MasterRecord, MemberStore
+        from migration.worker import VERSION
+        from topo.errors import TopoError
+
+        members = MemberStore(self.store.kv, self.store.root)
+        kv, name, ttl = self.store.kv, self.settings.instance_id, self.settings.election_ttl_s
+        while True:
+            lease = 0
+            try:
+                await self.ready.wait()  # the API's port is known
+                lease = await kv.grant_lease(ttl)
+                rec = MasterRecord(name=name, address=f"{self.settings.listen_host}:{self.port}",
+                                   version=VERSION, started_at=self.started_at)  # fmt: skip
+                await members.register_master(rec, lease)
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._keep_member_lease(lease))
+                    while True:
+                        await members.wait_offline_request("master", name)
+                        log.info("offline-member: resigning the leadership", instance_id=name)
+                        self.election.resign(hold_off=max(2.0, ttl))
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(2):
+                                await self.election.released.wait()
+                        await members.clear_offline_request("master", name)
+            except TopoError as e:
+                log.warning("membership: etcd trouble, retrying", error=str(e))
+                await asyncio.sleep(1.0)
+            finally:
+                if lease:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(2):
+                            await asyncio.shield(kv.revoke_lease(lease))
+
+    async def _keep_member_lease(self, lease: int) -> None:
+        from topo.errors import TopoError
+
+        ttl = self.settings.election_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if await self.store.kv.refresh_lease(lease) <= 0:
+                raise TopoError("membership lease lost")
+
+    async def shutdown(self, drain_timeout: float = 5.0) -> None:
+        """SIGTERM: resign the leadership and drain the worker, together and bounded. The
+        caller cancels `run()` afterwards."""
+        started = time.monotonic()
+        self.election.resign()
+
+        async def resigned() -> None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.election.released.wait()
+
+        async def drained() -> None:
+            if self.worker is None:
+                return
+            self.worker.request_drain()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(drain_timeout + 2):
+                    await self.worker.drained.wait()
+
+        await asyncio.gather(resigned(), drained())
+        log.info("orchestrator shutdown: resigned and drained",
+                 took_s=round(time.monotonic() - started, 3))  # fmt: skip
 
 
 def run_service(settings: Settings) -> int:
@@ -153,9 +229,23 @@ def run_service(settings: Settings) -> int:
     async def main() -> None:
         service = Service(settings)
         task = asyncio.create_task(service.run())
+        stopping: list[asyncio.Task[None]] = []
+
+        async def graceful() -> None:
+            try:
+                await service.shutdown()
+            finally:
+                task.cancel()
+
+        def on_signal() -> None:
+            if stopping or not service.ready.is_set():
+                task.cancel()  # a second signal, or not started yet: stop at once
+            else:
+                stopping.append(asyncio.create_task(graceful()))
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

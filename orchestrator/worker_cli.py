@@ -1,7 +1,10 @@
 """`orchestrator worker --name W`: run one migration worker alone (no HTTP API, no health
 checks), for machines that only move data. It registers under an etcd lease and runs the
-subtasks the service leader binds to it; SIGTERM or SIGINT stops it (its subtasks are rebound
-to other workers when its lease is revoked).
+subtasks the service leader binds to it. SIGTERM or SIGINT drains it (`migration.worker` step
+5): every subtask commits the batch or chunk at hand with its checkpoint, the lease is revoked
+and the leader rebinds the subtasks at once; past the bound (5 s) they are cancelled, and a
+second signal stops it at once. `offline-member --type worker` drains it the same way, and
+the process then exits (0). SIGKILL is safe too: the subtasks move when the lease expires.
 
 Settings as for `serve`: defaults, `--config FILE` (TOML), `ORC_*` environment variables
 (the MySQL account: `ORC_MYSQL_USER`, `ORC_MYSQL_PASSWORD`), then these flags.
@@ -67,9 +70,20 @@ async def _main(settings: Settings) -> None:
     worker = Worker(settings.worker_name, store, settings.migration_credentials,
                     lease_ttl=settings.worker_lease_ttl_s)  # fmt: skip
     task = asyncio.create_task(worker.run())
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            task.cancel()
+            return
+        worker.request_drain()
+        loop.call_later(worker.drain_timeout + 3, task.cancel)  # the bound, whatever happens
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, on_signal)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -15,6 +15,7 @@ from orchestrator.commands import locks  # noqa: F401
 from orchestrator.commands import migration  # noqa: F401
 from orchestrator.commands import recovery  # noqa: F401
 
+from orchestrator.commands import members  # noqa: F401
 # New subjects go here, one line each, after the ones above.
 # isort: on
 

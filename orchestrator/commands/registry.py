@@ -277,6 +277,17 @@ def _parse_source_list(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parse(v) for v in value))
 
 
+# A worker's or service instance's name (`orchestrator worker --name`, `--instance-id`).
+MEMBER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+def _parse_member_name_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TopoInvalidArgumentError(f"want an array of member names, got {_json_type(value)}")
+    parse = _parse_pattern(MEMBER_NAME_PATTERN, "member name")
+    return tuple(dict.fromkeys(parse(v) for v in value))
+
+
 _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "keyspace": _parse_keyspace,
     "keyspace_shard": _parse_keyspace_shard,
@@ -301,6 +312,9 @@ _KIND_PARSERS: dict[str, Callable[[Any], Any]] = {
     "workflow_status": _parse_enum(WORKFLOW_STATUSES, "workflow status"),
     "recovery_result": _parse_enum(RECOVERY_RESULTS, "recovery result"),
     "cell": _parse_pattern(r"^[a-z0-9][a-z0-9_]{0,62}$", "cell"),
+    "member_name": _parse_pattern(MEMBER_NAME_PATTERN, "member name"),
+    "member_name_list": _parse_member_name_list,
+    "member_type": _parse_enum(("master", "worker"), "member type"),
 }
 
 _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -338,6 +352,12 @@ _KIND_SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "workflow_status": lambda: {"type": "string", "enum": list(WORKFLOW_STATUSES)},
     "recovery_result": lambda: {"type": "string", "enum": list(RECOVERY_RESULTS)},
     "cell": lambda: {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_]{0,62}$"},
+    "member_name": lambda: {"type": "string", "pattern": MEMBER_NAME_PATTERN},
+    "member_name_list": lambda: {
+        "type": "array",
+        "items": {"type": "string", "pattern": MEMBER_NAME_PATTERN},
+    },
+    "member_type": lambda: {"type": "string", "enum": ["master", "worker"]},
 }
 
 

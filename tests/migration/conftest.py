@@ -359,3 +359,88 @@ async def seed(mc: MigrationCluster, rows_per_shard: int = 1000) -> dict[str, li
             for k in range(0, rows_per_shard, 500):
                 await insert_rows(s, db, table, ids[shard][k : k + 500])
     return ids
+
+
+# -- service processes and the CLI (cluster operations) -------------------------------------
+
+
+@dataclass
+class ServiceProcess:
+    """`orchestrator serve` as a process of its own on the cluster's topology (no worker of
+    its own unless asked): its API at `url`, its JSON log at `log`."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def start_service_process(
+    mc: MigrationCluster, name: str, *, election_ttl: int = 2, worker: bool = False
+) -> ServiceProcess:
+    """Start it and wait for its port (read from its log) and /readyz."""
+    import json
+    import time
+    import urllib.request
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORC_")},
+           "ORC_MYSQL_USER": mc.creds.user, "ORC_MYSQL_PASSWORD": mc.creds.password,
+           "ORC_LOG_JSON": "true", "ORC_HEALTH_INTERVAL_S": "0.5", "ORC_HEALTH_TIMEOUT_S": "0.5",
+           "ORC_ELECTION_TTL_S": str(election_ttl), "ORC_LOCK_TTL_S": "3",
+           "ORC_WORKER_ENABLED": "true" if worker else "false"}  # fmt: skip
+    args = [sys.executable, "-m", "orchestrator", "serve",
+            "--etcd", ",".join(mc.state.etcd_endpoints), "--root", mc.store.root,
+            "--listen", "127.0.0.1:0", "--instance-id", name]  # fmt: skip
+    log = mc.state.dir / f"service-{name}.log"
+    offset = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=f, stdin=subprocess.DEVNULL, env=env)
+    mc.processes.append(proc)
+    deadline = time.monotonic() + 30
+    port = 0
+    while not port:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"service {name} did not start:\n{log.read_text()[-3000:]}")
+        with open(log, "rb") as f:
+            f.seek(offset)
+            for line in f.read().decode(errors="replace").splitlines():
+                with contextlib.suppress(ValueError, AttributeError):
+                    ev = json.loads(line)
+                    if ev.get("event") == "HTTP API listening":
+                        port = int(ev["port"])
+        await asyncio.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        def get() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        return await asyncio.to_thread(get)
+
+    await eventually(ready, 20, f"service {name} to be ready")
+    return ServiceProcess(name, proc, url, log)
+
+
+async def ctl(url: str, *args: str, timeout: float = 30) -> tuple[int, Any]:
+    """`orchestrator ctl --server URL ARGS...`: (exit code, its output as JSON, else text)."""
+    import json
+
+    p = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "orchestrator", "ctl", "--server", url, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        stdin=asyncio.subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ORC_")},
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(p.communicate(), timeout)
+    text = out.decode(errors="replace")
+    try:
+        return p.returncode or 0, json.loads(text)
+    except ValueError:
+        return p.returncode or 0, text
