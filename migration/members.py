@@ -184,11 +184,12 @@ async def offline_member(
         raise InvalidArgumentError(
             f"offline-member: {kind} {name} did not go offline within {timeout:.0f}s"
         ) from None
+    finally:  # never left behind for a later process of the same name
+        await members.clear_offline_request(kind, name)
     msg = f"{kind} {name} is offline"
     if kind == "master":
         msg = f"master {name} resigned the leadership" if was_leader else (
             f"master {name} was not the leader: nothing to resign")  # fmt: skip
-        await members.clear_offline_request(kind, name)
     return {"result": True, "msg": msg, "took_s": round(time.monotonic() - started, 3)}
 
 

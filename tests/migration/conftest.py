@@ -404,9 +404,9 @@ async def start_service_process(
     while not port:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"service {name} did not start:\n{log.read_text()[-3000:]}")
-        with open(log, "rb") as f:
-            f.seek(offset)
-            for line in f.read().decode(errors="replace").splitlines():
+        with open(log, "rb") as rf:
+            rf.seek(offset)
+            for line in rf.read().decode(errors="replace").splitlines():
                 with contextlib.suppress(ValueError, AttributeError):
                     ev = json.loads(line)
                     if ev.get("event") == "HTTP API listening":

@@ -6,6 +6,7 @@ membership commands through the real CLI: list-member, transfer-source, offline-
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 from typing import Any
@@ -86,7 +87,7 @@ async def test_sigterm_drains_a_worker_and_its_subtasks_move_at_once_not_after_t
     await mc.ops().start(merge_task(mc))
     source = f"{mc.keyspace}/-80"
     for s in (source, f"{mc.keyspace}/80-"):
-        await eventually(lambda s=s: _applying_on_any(mc, s), 30, f"{s} to sync")
+        await eventually(functools.partial(_applying_on_any, mc, s), 30, f"{s} to sync")
     before = (await _status(mc, source))["sourceStatus"]
     holder, epoch = before["worker"], before["epoch"]
     other = "w2" if holder == "w1" else "w1"
@@ -164,7 +165,7 @@ async def test_membership_commands_through_the_cli_with_a_task_running(
     await mc.ops().start(merge_task(mc))
     s1, s2 = f"{mc.keyspace}/-80", f"{mc.keyspace}/80-"
     for s in (s1, s2):
-        await eventually(lambda s=s: _applying_on_any(mc, s), 30, f"{s} to sync")
+        await eventually(functools.partial(_applying_on_any, mc, s), 30, f"{s} to sync")
 
     # list-member: both instances, the leader marked; both workers bound, one subtask each.
     code, out = await ctl(b.url, "list-member")
@@ -198,7 +199,7 @@ async def test_membership_commands_through_the_cli_with_a_task_running(
     code, out = await ctl(a.url, "offline-member", "--type", "worker", "--name", to)
     assert code == 0, out
     for s in (s1, s2):
-        await eventually(lambda s=s: _applying_on(mc, s, keep), 10, f"{s} on {keep}")
+        await eventually(functools.partial(_applying_on, mc, s, keep), 10, f"{s} on {keep}")
     moved_s = time.monotonic() - sent
     assert await _exit_code(procs[to], 8) == 0, mc.worker_log(to)[-3000:]
     print(f"\noffline-member worker: both subtasks syncing on {keep} after "
