@@ -34,6 +34,8 @@ import time
 
 import structlog
 
+from migration.aio import cancel_and_wait
+from migration.members import MemberStore
 from migration.scheduler import Scheduler
 from migration.shardddl import DdlLock, LockState
 from migration.store import MigrationStore
@@ -157,9 +159,8 @@ class Service:
     async def _membership(self) -> None:
         """This instance's record (list-member) on a lease of its own, and the offline-member
         requests addressed to it: a leader resigns and holds off campaigning a moment."""
-        from migration.members import MasterRecord, MemberStore
+        from migration.members import MasterRecord
         from migration.worker import VERSION
-        from topo.errors import TopoError
 
         members = MemberStore(self.store.kv, self.store.root)
         kv, name, ttl = self.store.kv, self.settings.instance_id, self.settings.election_ttl_s
@@ -171,24 +172,34 @@ class Service:
                 rec = MasterRecord(name=name, address=f"{self.settings.listen_host}:{self.port}",
                                    version=VERSION, started_at=self.started_at)  # fmt: skip
                 await members.register_master(rec, lease)
-                async with asyncio.TaskGroup() as tg:
-                    tg.create_task(self._keep_member_lease(lease))
-                    while True:
-                        await members.wait_offline_request("master", name)
-                        log.info("offline-member: resigning the leadership", instance_id=name)
-                        self.election.resign(hold_off=max(2.0, ttl))
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(2):
-                                await self.election.released.wait()
-                        await members.clear_offline_request("master", name)
-            except TopoError as e:
-                log.warning("membership: etcd trouble, retrying", error=str(e))
+                tasks = [asyncio.create_task(self._keep_member_lease(lease)),
+                         asyncio.create_task(self._offline_requests(members))]  # fmt: skip
+                try:
+                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    for t in done:
+                        t.result()  # its error: register again
+                finally:
+                    for t in tasks:
+                        await cancel_and_wait(t)
+            except Exception as e:  # etcd trouble (or a bug): never the whole service's end
+                log.warning("membership: trouble, registering again", error=repr(e))
                 await asyncio.sleep(1.0)
             finally:
                 if lease:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(2):
                             await asyncio.shield(kv.revoke_lease(lease))
+
+    async def _offline_requests(self, members: MemberStore) -> None:
+        name = self.settings.instance_id
+        while True:
+            await members.wait_offline_request("master", name)
+            log.info("offline-member: resigning the leadership", instance_id=name)
+            self.election.resign(hold_off=max(2.0, self.settings.election_ttl_s))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.election.released.wait()
+            await members.clear_offline_request("master", name)
 
     async def _keep_member_lease(self, lease: int) -> None:
         from topo.errors import TopoError
