@@ -25,7 +25,8 @@ ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 BOOTSTRAP = COMPOSE_DIR / "bootstrap.sh"
 
 MARIADB_SERVICES = ("mariadb1", "mariadb2", "mariadb3")
-REQUIRED_SERVICES = ("etcd", *MARIADB_SERVICES, "orchestrator", "bootstrap")
+REQUIRED_SERVICES = ("etcd", *MARIADB_SERVICES, "orchestrator", "bootstrap", "worker", "target")
+TASKS_DIR = COMPOSE_DIR / "tasks"
 
 # Where the mariadb image reads option files, and the groups mariadbd reads from them.
 MARIADB_CONF_DIRS = ("/etc/mysql/conf.d", "/etc/mysql/mariadb.conf.d")
@@ -41,6 +42,9 @@ REQUIRED_MARIADB_OPTIONS = {
     "read_only": "1",
     "sync_binlog": "1",
     "innodb_flush_log_at_trx_commit": "1",
+    # What a migration task's binlog reader needs (docs: Data migration).
+    "binlog_row_image": "FULL",
+    "binlog_row_metadata": "FULL",
 }
 
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
@@ -261,7 +265,15 @@ def test_orchestrator_image_installs_the_repository() -> None:
         allowed = {
             line[1:].strip("/") for line in ignore.read_text().splitlines() if line[:1] == "!"
         }
-        assert {"pyproject.toml", "topo", "mysqlctl", "workflows", "orchestrator"} <= allowed
+        # Every package pyproject.toml installs (the worker needs migration/).
+        assert {
+            "pyproject.toml",
+            "topo",
+            "mysqlctl",
+            "workflows",
+            "migration",
+            "orchestrator",
+        } <= allowed
 
 
 # -- etcd and the orchestrator ---------------------------------------------------------------
@@ -401,7 +413,9 @@ def test_mariadb_init_scripts_get_their_variables_and_write_no_binlog(
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
 def test_shell_scripts_have_valid_syntax() -> None:
-    for script in [BOOTSTRAP, *sorted((COMPOSE_DIR / "init").glob("*.sh"))]:
+    scripts = [BOOTSTRAP, *sorted((COMPOSE_DIR / "init").glob("*.sh"))]
+    scripts += sorted((COMPOSE_DIR / "init-target").glob("*.sh"))
+    for script in scripts:
         result = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, f"{script.name}: {result.stderr}"
 
@@ -479,3 +493,93 @@ def test_bootstrap_talks_to_the_orchestrator_service(services: dict[str, dict[st
     parts = urlsplit(url)
     assert parts.hostname == "orchestrator" and parts.port == 8080
     assert "ORC_API_TOKEN" in services["bootstrap"]["environment"]
+
+
+# -- migration: the worker and the target ----------------------------------------------------
+
+
+def test_worker_runs_a_migration_worker_against_etcd(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert worker["image"] == services["orchestrator"]["image"]
+    assert worker["build"] == services["orchestrator"]["build"]
+    args = _command(worker)
+    line = args[-1] if args[:2] == ["sh", "-c"] else " ".join(args)
+    words = shlex.split(line.removeprefix("exec "))
+    assert words[:2] == ["orchestrator", "worker"]
+    target = _flag(words, "--etcd")
+    assert target is not None
+    host, _, port = target.partition(":")
+    assert host == "etcd" and int(port) == _etcd_client_port(services["etcd"])
+    # Unique per replica (`--scale worker=N`): the container's hostname; `$$` is compose's `$`.
+    assert _flag(words, "--name") == "$$(hostname)"
+    assert worker["depends_on"]["etcd"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["target"]["condition"] == "service_healthy"
+    # SIGTERM drains: the grace period must leave it time before SIGKILL.
+    assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
+    grace = str(worker["stop_grace_period"])
+    assert grace.endswith("s") and int(grace[:-1]) >= 10
+    assert not worker.get("ports"), "a worker listens on nothing"
+    orchestrator_env = services["orchestrator"]["environment"]
+    for name in ("ORC_MYSQL_USER", "ORC_MYSQL_PASSWORD"):
+        assert worker["environment"][name] == orchestrator_env[name]
+    # The worker service runs the subtasks; the service instances only schedule them.
+    assert str(orchestrator_env["ORC_WORKER_ENABLED"]).lower() == "false"
+
+
+def test_target_is_a_writable_mariadb_outside_the_topology(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    target = services["target"]
+    assert target["image"].startswith("mariadb:10.11")
+    options = _mariadb_options(target)
+    assert options.get("read_only", "0") == "0", "the target must be writable"
+    assert "skip_slave_start" not in options or options["skip_slave_start"] == "0"
+    source_ids = {_mariadb_options(services[n])["server_id"] for n in MARIADB_SERVICES}
+    assert options["server_id"] not in source_ids
+    assert _named_volumes(target), "the target's data must live in a named volume"
+    assert target["healthcheck"]["test"]
+    # Not a tablet: bootstrap registers only the shard's servers.
+    hosts = {_flag(call, "--mysql-host") for call in _ctl_calls(BOOTSTRAP.read_text())}
+    assert "target" not in hosts
+    assert not target.get("ports"), "the target is reachable on the compose network only"
+    environment = target["environment"]
+    orchestrator_env = services["orchestrator"]["environment"]
+    for name in ("ORC_MYSQL_USER", "ORC_MYSQL_PASSWORD"):
+        assert environment[name] == orchestrator_env[name]
+    init_dirs = [
+        h for h, t in _bind_mounts(target) if t.rstrip("/") == "/docker-entrypoint-initdb.d"
+    ]
+    assert init_dirs
+    text = "\n".join(p.read_text() for d in init_dirs for p in sorted(d.glob("*.sh")))
+    assert re.search(r"^SET\s+SESSION\s+sql_log_bin\s*=\s*0", text, re.I | re.M)
+    grant = re.search(r"GRANT\s+([A-Z ,]+)\s+ON\s+\*\.\*\s+TO\s+'\$\{ORC_MYSQL_USER\}'", text)
+    assert grant, "the target grants the orchestrator's account nothing"
+    granted = {g.strip() for g in grant.group(1).split(",")}
+    # The target privileges the README's Data migration section lists.
+    assert {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX"} <= granted
+    needed = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text))
+    assert needed <= environment.keys(), sorted(needed - environment.keys())
+
+
+def test_sources_grant_select_for_the_full_load() -> None:
+    text = (COMPOSE_DIR / "init" / "10-users.sh").read_text()
+    assert re.search(r"GRANT\s+SELECT\s+ON\s+\*\.\*\s+TO\s+'\$\{ORC_MYSQL_USER\}'", text)
+    assert "REPLICATION SLAVE" in text
+
+
+def test_example_task_moves_the_bootstrap_shard_into_the_target(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from migration.spec import parse_task_yaml
+
+    files = sorted(TASKS_DIR.glob("*.yaml"))
+    assert files, "no example task in compose/tasks"
+    mounted = {t.rstrip("/"): h for h, t in _bind_mounts(services["orchestrator"])}
+    assert mounted.get("/tasks") == TASKS_DIR.resolve(), "compose/tasks is not mounted at /tasks"
+    shards = {call[1] for call in _ctl_calls(BOOTSTRAP.read_text()) if call[0] == "CreateShard"}
+    for path in files:
+        spec = parse_task_yaml(path.read_text())
+        assert spec.target.host == "target" and spec.target.port == 3306, path.name
+        for source in spec.sources:
+            assert source.endpoint is None and source.source_id in shards, source
+        assert f"/tasks/{path.name}" in path.read_text(), "the file shows its start-task line"

@@ -47,6 +47,8 @@ GRANT SUPER, READ_ONLY ADMIN, PROCESS, RELOAD, CONNECTION ADMIN,
       SLAVE MONITOR, BINLOG MONITOR, BINLOG ADMIN
    ON *.* TO '${ORC_MYSQL_USER}'@'%';
 GRANT ALL PRIVILEGES ON \`_vt\`.* TO '${ORC_MYSQL_USER}'@'%';
+-- Migration tasks (the worker service) copy every table they migrate: SELECT on the sources.
+GRANT SELECT ON *.* TO '${ORC_MYSQL_USER}'@'%';
 
 -- The application: its own database only, and neither SUPER nor READ_ONLY ADMIN, so a server in
 -- read_only refuses its writes (the fence a reparent relies on).
