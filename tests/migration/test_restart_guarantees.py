@@ -223,3 +223,35 @@ async def test_leader_restarted_while_a_ddl_lock_waits_converges(
     await _converges(mc, writers, PARTS4, primaries, "merge4")
     assert (await columns(mc)).count("c2") == 1
     assert a.proc.poll() is None and b.proc.poll() is None
+
+
+@pytest.mark.slow
+async def test_every_service_instance_and_worker_restarted_in_turn_converges(
+    mcluster: MigrationCluster,
+) -> None:
+    """A rolling restart by hand (SIGTERM each process in turn, the leader last, start it
+    again) while a lock waits and the writers run: the lock completes after it, by itself."""
+    mc = mcluster
+    primaries = await _primaries(mc)
+    members = MemberStore(mc.store.kv, mc.store.root)
+    services = {"orc-a": await start_service_process(mc, "orc-a")}
+
+    async def leads(name: str) -> bool:
+        return await members.leader() == name
+
+    await eventually(lambda: leads("orc-a"), 15, "orc-a to lead")
+    services["orc-b"] = await start_service_process(mc, "orc-b")
+    procs = await _workers(mc)
+    writers = await _lock_waiting(mc)
+    for name in ("w1", "w2"):
+        await _restart(mc, procs, name, signal.SIGTERM)
+    for name in ("orc-b", "orc-a"):  # the follower first, the leader last
+        services[name].proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(asyncio.to_thread(services[name].proc.wait), 10)
+        assert rc == 0, services[name].log_text()[-3000:]
+        services[name] = await start_service_process(mc, name)
+    await _finish_lock(mc)
+    await _converges(mc, writers, PARTS4, primaries, "merge4")
+    assert (await columns(mc)).count("c2") == 1
+    assert all(s.proc.poll() is None for s in services.values())
+    assert all(p.poll() is None for p in procs.values())
