@@ -379,7 +379,12 @@ class ServiceProcess:
 
 
 async def start_service_process(
-    mc: MigrationCluster, name: str, *, election_ttl: int = 2, worker: bool = False
+    mc: MigrationCluster,
+    name: str,
+    *,
+    election_ttl: int = 2,
+    worker: bool = False,
+    env: dict[str, str] | None = None,
 ) -> ServiceProcess:
     """Start it and wait for its port (read from its log) and /readyz."""
     import json
@@ -390,7 +395,7 @@ async def start_service_process(
            "ORC_MYSQL_USER": mc.creds.user, "ORC_MYSQL_PASSWORD": mc.creds.password,
            "ORC_LOG_JSON": "true", "ORC_HEALTH_INTERVAL_S": "0.5", "ORC_HEALTH_TIMEOUT_S": "0.5",
            "ORC_ELECTION_TTL_S": str(election_ttl), "ORC_LOCK_TTL_S": "3",
-           "ORC_WORKER_ENABLED": "true" if worker else "false"}  # fmt: skip
+           "ORC_WORKER_ENABLED": "true" if worker else "false", **(env or {})}  # fmt: skip
     args = [sys.executable, "-m", "orchestrator", "serve",
             "--etcd", ",".join(mc.state.etcd_endpoints), "--root", mc.store.root,
             "--listen", "127.0.0.1:0", "--instance-id", name]  # fmt: skip

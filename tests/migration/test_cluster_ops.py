@@ -150,6 +150,56 @@ async def test_sigterm_leader_resigns_and_a_follower_leads_within_a_second(
 
 
 @pytest.mark.slow
+async def test_sigterm_on_a_service_with_its_own_worker_resigns_and_drains_it(
+    mcluster: MigrationCluster,
+) -> None:
+    """`orchestrator serve` running the leader and a worker: on SIGTERM a follower leads at
+    once and the embedded worker's subtasks move to the other worker at once (its lease TTL
+    is 15 s), then the process exits 0."""
+    mc = mcluster
+    primaries = await _primaries(mc)
+    writers = await _writers(mc)
+    members = MemberStore(mc.store.kv, mc.store.root)
+    a = await start_service_process(mc, "orc-a", election_ttl=10, worker=True,
+                                    env={"ORC_WORKER_LEASE_TTL_S": str(LONG_LEASE_S)})  # fmt: skip
+    await eventually(lambda: _leader_is(members, "orc-a"), 15, "orc-a to lead")
+    await start_service_process(mc, "orc-b", election_ttl=10)
+    procs = {"w1": mc.start_worker_process("w1", lease_ttl=LONG_LEASE_S)}
+
+    async def both() -> bool:
+        return {w.name for w in await mc.mstore.list_workers()} == {"orc-a", "w1"}
+
+    await eventually(both, 20, "both workers to register")
+    await mc.ops().start(merge_task(mc))
+    s1, s2 = f"{mc.keyspace}/-80", f"{mc.keyspace}/80-"
+    for s in (s1, s2):
+        await eventually(functools.partial(_applying_on_any, mc, s), 30, f"{s} to sync")
+    on_a = [s for s in (s1, s2) if (await _status(mc, s))["sourceStatus"]["worker"] == "orc-a"]
+    assert len(on_a) == 1, "the scheduler spreads the two subtasks"
+    epoch = (await _status(mc, on_a[0]))["sourceStatus"]["epoch"]
+
+    a.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    await eventually(lambda: _leader_is(members, "orc-b"), 5, "orc-b to lead", every=0.02)
+    led_s = time.monotonic() - sent
+    await eventually(lambda: _applying_on(mc, on_a[0], "w1", epoch), 10, f"{on_a[0]} on w1")
+    moved_s = time.monotonic() - sent
+    rc = await _exit_code(a.proc, 10)
+    print(f"\nservice SIGTERM: orc-b leads after {led_s * 1000:.0f} ms, the embedded worker's "
+          f"subtask syncing on w1 after {moved_s * 1000:.0f} ms")  # fmt: skip
+    assert rc == 0, a.log_text()[-3000:]
+    assert led_s < 1.5 and moved_s < 4.0
+    assert "Traceback" not in a.log_text(), a.log_text()[-5000:]
+    assert procs["w1"].poll() is None
+
+    for w in writers:
+        await w.wait_acked(50)
+        await w.stop()
+    await wait_target_equals(mc, PARTS, TARGET)
+    assert await _primaries(mc) == primaries
+
+
+@pytest.mark.slow
 async def test_membership_commands_through_the_cli_with_a_task_running(
     mcluster: MigrationCluster,
 ) -> None:
