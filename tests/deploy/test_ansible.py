@@ -6,7 +6,8 @@ workers on the migration cluster's etcd, with a merge task and a steady writer o
 The rolling update replaces every process (new pid), one at a time, the leader last; no
 subtask's checkpoint stands still for more than a few seconds; the target equals its sources row
 by row afterwards; the playbook's output names each host's step. stop.yml leaves nothing
-running. Whatever happens, every process the playbooks started is killed at the end.
+running. A second test runs scale_out.yml and scale_in.yml on single hosts (-l). Whatever happens,
+every process the playbooks started is killed at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from tests.migration.conftest import (
     TARGET,
     MigrationCluster,
     ShardWriter,
+    insert_rows,
     mcluster,
     merge_task,
     seed,
@@ -272,3 +274,57 @@ async def test_rolling_update_playbook_replaces_every_process_with_the_task_runn
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_scale_out_and_scale_in_playbooks_move_the_subtasks(
+    mcluster: MigrationCluster, tmp_path: Path
+) -> None:
+    """scale_out.yml -l worker3 adds a worker the service lists; scale_in.yml -l worker1 drains
+    worker1 (its subtasks run elsewhere before the play ends) and stops it; the rest runs on."""
+    mc = mcluster
+    work = tmp_path / "ansible"
+    hosts_dir = tmp_path / "hosts"
+    work.mkdir()
+    hosts_dir.mkdir()
+    ports = {m: free_port() for m in MASTERS}
+    (work / "inventory.ini").write_text(inventory(mc, hosts_dir, ports))
+    (work / "vars.json").write_text(
+        json.dumps({"orc_extra_settings": {procs.LOCAL_DIR_ENV: str(hosts_dir)}})
+    )
+    url = f"http://127.0.0.1:{ports['orc1']}"
+    await seed(mc, 300)
+    try:
+        await playbook(work, "deploy.yml", "-l", "orc1,worker1,worker2")
+        await playbook(work, "start.yml", "-l", "orc1,worker1,worker2")
+        assert not pid_of(hosts_dir, "worker3") and not pid_of(hosts_dir, "orc2")
+        async with aiohttp.ClientSession() as http:
+            await post(http, url, "start-task", {"task": merge_task(mc, TASK)})
+            await wait_target_equals(mc, PARTS, TARGET, timeout=60)
+
+            async def workers() -> dict[str, dict[str, Any]]:
+                doc = await post(http, url, "list-member", {"worker": True})
+                rows = [r for m in doc["members"] for r in m.get("worker", {}).get("workers", [])]
+                return {r["name"]: r for r in rows}
+
+            out = await playbook(work, "scale_out.yml", "-l", "worker3")
+            assert "worker3" in out and alive(pid_of(hosts_dir, "worker3"))
+            assert (await workers())["worker3"]["stage"] in ("free", "bound")
+            had = (await workers())["worker1"]["subtasks"]
+            old = pid_of(hosts_dir, "worker1")
+            await playbook(work, "scale_in.yml", "-l", "worker1")
+            assert not alive(old)
+            now = await workers()
+            assert "worker1" not in now or now["worker1"]["stage"] == "offline", now
+            moved = [s for w in ("worker2", "worker3") for s in now[w]["subtasks"]]
+            assert set(had) <= set(moved), (had, now)
+            async with await mc.primary_session("-80") as s:
+                await insert_rows(s, "shard_db_1", "shard_table_1", [9_000_000])
+            await wait_target_equals(mc, PARTS, TARGET, timeout=30)
+        await playbook(work, "stop.yml")
+        assert not ours(hosts_dir)
+    finally:
+        left = ours(hosts_dir)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await procs.stop_pids(left, 5, kill=True)
