@@ -92,6 +92,8 @@ def inventory(mc: MigrationCluster, hosts_dir: Path, ports: dict[str, int]) -> s
 async def playbook(work: Path, name: str, *args: str) -> str:
     """Run one playbook; its whole output (AssertionError with it if it failed)."""
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE_DIR / "ansible.cfg"),
+           # ansible refuses a locale that is not UTF-8 (LC_ALL=C in some CI shells)
+           "LC_ALL": "C.UTF-8",
            "ANSIBLE_HOME": str(work / "ansible-home"), "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
            "ANSIBLE_REMOTE_TEMP": str(work / "tmp"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_DEPRECATION_WARNINGS": "false"}  # fmt: skip

@@ -58,6 +58,8 @@ PLAYBOOKS = ("deploy", "start", "stop", "rolling_update", "scale_out", "scale_in
 
 def _ansible(tmp_path: Path, *args: str) -> str:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+           # ansible refuses a locale that is not UTF-8 (LC_ALL=C in some CI shells)
+           "LC_ALL": "C.UTF-8",
            "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_LOCAL_TEMP": str(tmp_path)}  # fmt: skip
     r = subprocess.run([str(PLAYBOOK), *args], cwd=ANSIBLE, env=env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
