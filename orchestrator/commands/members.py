@@ -38,8 +38,9 @@ async def _list_member(ctx: CommandContext, a: dict[str, Any]) -> Any:
     "and move to other workers) and deregisters; a leading service instance resigns.",
     Arg("type", "member_type", "master or worker", required=True),
     Arg("name", "member_name", "the member's name", required=True),
-    description="Waits until it is done (at most 10 s). A drained worker process exits; a "
-    "resigned service instance serves on as a follower.",
+    description="Waits until it is done (at most 10 s). A drained worker process exits (the "
+    "worker of an `orchestrator serve` stops until that instance restarts); a resigned service "
+    "instance serves on as a follower.",
     examples=("offline-member --type worker --name w1", "offline-member --type master "
               "--name orc-1"),
 )  # fmt: skip
