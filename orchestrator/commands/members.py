@@ -24,6 +24,7 @@ def _stores(ctx: CommandContext) -> tuple[Any, Any]:
     Arg("worker", "bool", "only the workers", default=False),
     Arg("name", "member_name_list", "only these members (repeatable)"),
     examples=("list-member", "list-member --worker", "list-member --name w1 --name w2"),
+    read=True,
 )  # fmt: skip
 async def _list_member(ctx: CommandContext, a: dict[str, Any]) -> Any:
     from migration.members import list_members

@@ -42,9 +42,9 @@ def test_every_command_is_documented_with_its_arguments() -> None:
         assert set(schema["properties"]) == {a.name for a in cmd.args}, name
         assert schema["additionalProperties"] is False
         if cmd.read:  # reads need what the GET routes need: no token (issue 11 item 12)
-            # DM's reads: check-task, query-status, show-ddl-locks.
+            # DM's reads: check-task, query-status, show-ddl-locks, list-member.
             assert name.startswith(("Get", "Show", "Find", "ShardReplicationPositions",
-                                    "check-task", "query-status", "show-")), name  # fmt: skip
+                                    "check-task", "query-status", "show-", "list-")), name  # fmt: skip
             assert "security" not in op, name
         else:
             assert op["security"] == [{"bearer": []}], name
