@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from migration.aio import cancel_and_wait
+from migration.aio import cancel_all_and_wait, cancel_and_wait
 from migration.context import Credentials, SubtaskContext
 from migration.faults import FaultPoints
 from migration.spec import parse_task
@@ -252,8 +252,11 @@ class Worker:
         self.log.info("subtask stopped", task=key[0], source=key[1], epoch=r.binding.epoch)
 
     async def _stop_all(self) -> None:
-        for key in list(self.running):
-            await self._stop(key)
+        """Every subtask, all cancelled before any is waited for (see `cancel_all_and_wait`)."""
+        running, self.running = self.running, {}
+        await cancel_all_and_wait([r.task for r in running.values()])
+        for (task, source), r in running.items():
+            self.log.info("subtask stopped", task=task, source=source, epoch=r.binding.epoch)
 
 
 class _LeaseLost(Exception):

@@ -34,7 +34,7 @@ import time
 
 import structlog
 
-from migration.aio import cancel_and_wait
+from migration.aio import cancel_all_and_wait
 from migration.members import MemberStore
 from migration.scheduler import Scheduler
 from migration.shardddl import DdlLock, LockState
@@ -179,8 +179,7 @@ class Service:
                     for t in done:
                         t.result()  # its error: register again
                 finally:
-                    for t in tasks:
-                        await cancel_and_wait(t)
+                    await cancel_all_and_wait(tasks)
             except Exception as e:  # etcd trouble (or a bug): never the whole service's end
                 log.warning("membership: trouble, registering again", error=repr(e))
                 await asyncio.sleep(1.0)

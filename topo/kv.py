@@ -35,6 +35,8 @@ from topo.errors import (
     TopoUnavailableError,
 )
 
+WATCH_CANCEL_TIMEOUT_S = 1.0
+
 
 @dataclass(frozen=True)
 class KeyValue:
@@ -318,8 +320,12 @@ class EtcdKV:
             await self._rotate(c)  # the member we watched through may be gone
             raise TopoUnavailableError(f"watch {key}: {e!r}") from e
         finally:
+            # Bounded: aetcd cancels under a lock shared by every watch of the client, which a
+            # watch being created holds while it waits for etcd; an unbounded wait here hung
+            # service shutdowns (seen in CI). An abandoned watch goes with the client.
             with contextlib.suppress(Exception):
-                await w.cancel()
+                async with asyncio.timeout(WATCH_CANCEL_TIMEOUT_S):
+                    await w.cancel()
 
 
 def _kv(res: Any) -> KeyValue:
