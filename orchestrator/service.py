@@ -47,6 +47,9 @@ from workflows.env import WorkflowEnv
 
 log = structlog.get_logger(__name__)
 
+# How long each component may take to stop once cancelled before it is abandoned.
+SHUTDOWN_WAIT_S = 5.0
+
 
 class Service:
     def __init__(self, settings: Settings) -> None:
@@ -87,23 +90,34 @@ class Service:
 
         log.info("orchestrator starting", instance_id=self.settings.instance_id,
                  etcd=list(self.settings.etcd_endpoints), root=self.settings.topo_root)  # fmt: skip
+        components = [
+            (serve_http(self), "http"),
+            (self.election.run(), "election"),
+            (self.health.run(), "health"),
+            (self.events.run(), "outbox"),
+            (self._schedule_migrations(), "migration scheduler"),
+            (self._membership(), "membership"),
+        ]
+        if self.settings.worker_enabled:
+            components.append((self._run_worker(), "migration worker"))
+        tasks = [asyncio.create_task(coro, name=name) for coro, name in components]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(serve_http(self), name="http")
-                tg.create_task(self.election.run(), name="election")
-                tg.create_task(self.health.run(), name="health")
-                tg.create_task(self.events.run(), name="outbox")
-                tg.create_task(self._schedule_migrations(), name="migration scheduler")
-                tg.create_task(self._membership(), name="membership")
-                if self.settings.worker_enabled:
-                    tg.create_task(self._run_worker(), name="migration worker")
+            # A component that fails ends the service with its error (as a TaskGroup would);
+            # cancellation stops them all, each given SHUTDOWN_WAIT_S: one stuck in a call
+            # that does not end on cancellation is abandoned, never the shutdown held up.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
         finally:
-            # Bounded: a server that does not answer must not hold up the shutdown.
-            for close in (self.env.close, self.store.close):
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(5):
-                        await close()
-            log.info("orchestrator stopped", instance_id=self.settings.instance_id)
+            try:
+                await cancel_all_and_wait(tasks, SHUTDOWN_WAIT_S)
+            finally:
+                # Bounded: a server that does not answer must not hold up the shutdown.
+                for close in (self.env.close, self.store.close):
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(5):
+                            await close()
+                log.info("orchestrator stopped", instance_id=self.settings.instance_id)
 
     async def _schedule_migrations(self) -> None:
         """Bind migration subtasks to workers while this instance leads."""
