@@ -40,8 +40,14 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from migration.errors import DivergenceError, PausingError, SourceUnavailableError
+from migration.errors import (
+    DivergenceError,
+    PausingError,
+    SourceSwitchedError,
+    SourceUnavailableError,
+)
 from migration.rows import DELETE, INSERT, UPDATE, DdlChange, RowChange, Transaction
+from migration.upstream import ServerIdentity, identity_of_connection
 from mysqlctl.client import MysqlParams
 from mysqlctl.gtid import MysqlGtidSet
 
@@ -131,6 +137,7 @@ class BinlogReader:
         server_id: int,
         route: Router,
         ignored_schemas: list[str],
+        expect: ServerIdentity | None = None,
         heartbeat_s: float = 0.1,
         max_pending: int = 5000,
     ) -> None:
@@ -140,6 +147,8 @@ class BinlogReader:
         self.server_id = server_id
         self.route = route
         self.ignored_schemas = ignored_schemas
+        # Every connection the library opens (its reconnects included) must reach this server.
+        self.expect = expect
         self.heartbeat_s = heartbeat_s
         # Filled by the thread, emptied by the loop; `_waiter` is the consumer's future while
         # it waits on an empty queue (both under `_lock`).
@@ -229,7 +238,7 @@ class BinlogReader:
                     stream.close()
 
     def _translate(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, PausingError):
+        if isinstance(exc, PausingError | SourceSwitchedError):
             return exc
         code = exc.args[0] if isinstance(exc, pymysql.err.Error) and exc.args else None
         if code == _GTID_NOT_IN_BINLOG:
@@ -250,6 +259,7 @@ class BinlogReader:
                 "connect_timeout": p.connect_timeout,
             },
             server_id=self.server_id,
+            pymysql_wrapper=self._connect,
             blocking=True,
             auto_position=self.start_position,
             is_mariadb=self.flavor == "MariaDB",
@@ -288,6 +298,26 @@ class BinlogReader:
                     current.changes.append(DdlChange(schema, query))
                 self._finish(current, tracker, stream)
                 current = None
+
+    def _connect(self, **settings: Any) -> pymysql.connections.Connection:
+        """Each connection the library opens, first or reconnect: refused when the address
+        now answers as another server (see `migration.upstream`)."""
+        conn = pymysql.connect(**settings)
+        if self.expect is None:
+            return conn
+        try:
+            found = identity_of_connection(conn, self.flavor)
+        except BaseException:
+            conn.close()
+            raise
+        if found != self.expect:
+            conn.close()
+            raise SourceSwitchedError(
+                f"{self.params.address} now answers as {found}, not {self.expect} that this "
+                "sync run checked: the upstream server was switched; checking the new one "
+                "against the checkpoint"
+            )
+        return conn
 
     def _add_rows(self, txn: Transaction, event: Any) -> None:
         target = self.route(event.schema, event.table)

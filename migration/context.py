@@ -21,6 +21,7 @@ from migration.checkpoint import CheckpointTable
 from migration.faults import FaultPoints
 from migration.spec import SourceSpec, TaskSpec
 from migration.store import MigrationStore, Stage, SubtaskStatus
+from migration.upstream import ServerIdentity
 from mysqlctl.client import MysqlParams
 from mysqlctl.session import Session, open_session
 from topo.store import TopoStore
@@ -68,6 +69,8 @@ class SubtaskContext:
     # Set when the worker drains (SIGTERM, offline-member): the subtask finishes the batch or
     # chunk at hand, commits it with its checkpoint, and ends (`Stopping`).
     stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    # Who the source's address answered as in the last sync run (a change: a switched upstream).
+    source_identity: ServerIdentity | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.status = SubtaskStatus(

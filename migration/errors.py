@@ -71,6 +71,14 @@ class SourceBehindError(SourceUnavailableError):
     code = "SOURCE_BEHIND"
 
 
+class SourceSwitchedError(SourceUnavailableError):
+    """A source's address now answers as another server than the one the sync run checked
+    (an upstream primary switched behind a VIP): the run ends, and the next one checks the new
+    server against the checkpoint before reading from it. Retried at once."""
+
+    code = "SOURCE_SWITCHED"
+
+
 class TargetUnavailableError(MigrationError):
     """The downstream server does not answer; retried with backoff like a source."""
 

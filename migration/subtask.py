@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 from migration.aio import cancel_and_wait
@@ -31,19 +32,23 @@ from migration.context import Stopping, SubtaskContext
 from migration.errors import (
     FencedError,
     PausingError,
+    SourceSwitchedError,
     SourceUnavailableError,
     TargetUnavailableError,
 )
 from migration.load import run_load
 from migration.sources import SourceServer, resolve_source
 from migration.store import Stage
-from migration.sync import Syncer, server_position
+from migration.sync import Syncer
+from migration.upstream import read_server_state
 from mysqlctl.errors import MysqlError, MysqlServerError, MysqlTimeoutError, MysqlUnreachableError
 from mysqlctl.session import Session
 from topo.errors import TopoError
 
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0
 SWITCH_DEBOUNCE_S = 0.05
+# An upstream switch is checked again at once at most this often (otherwise with the backoff).
+SWITCH_RETRY_AT_ONCE_S = 5.0
 # Server errors that are a server's passing state rather than our mistake: retried.
 _TRANSIENT_SERVER_CODES = frozenset({1205, 1213, 1290, 1927, 1053, 2013})
 
@@ -62,6 +67,7 @@ class SubtaskRunner:
         flusher = asyncio.create_task(ctx.flush_status_forever(), name=f"status {ctx.source_id}")
         ctx.report(stage=Stage.RUNNING)
         backoff = BACKOFF_MIN_S
+        last_switch = -SWITCH_RETRY_AT_ONCE_S
         try:
             while not ctx.stopping.is_set():
                 try:
@@ -90,6 +96,13 @@ class SubtaskRunner:
                     outage = self._outage(e)
                     ctx.log.info("subtask retrying", error=str(outage), backoff_s=backoff)
                     ctx.report_error(outage, stage=Stage.RUNNING)
+                    if isinstance(outage, SourceSwitchedError) and (
+                        time.monotonic() - last_switch > SWITCH_RETRY_AT_ONCE_S
+                    ):
+                        # The new server is checked at once (once: an address that answers as
+                        # a different server each time, a balancer, backs off like an outage).
+                        last_switch = time.monotonic()
+                        continue
                     if (
                         self.server is not None
                         and self.server.alias
@@ -186,7 +199,7 @@ class SubtaskRunner:
         start = ctx.source.start_gtid
         if not start:
             async with await ctx.server_session(server.host, server.port) as s:
-                _flavor, start = await server_position(s)
+                start = (await read_server_state(s)).position
         cp = await ctx.checkpoints.move(target, cp, gtid=start, load_state=LOAD_DONE)
         assert cp.load_state != LOAD_NEW
         return cp

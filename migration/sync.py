@@ -44,8 +44,8 @@ from migration.schema import table_info
 from migration.shardddl_subtask import LockParticipant
 from migration.sources import SourceServer
 from migration.spec import SYSTEM_SCHEMAS, TaskSpec
+from migration.upstream import ServerIdentity, read_server_state, relay_position
 from mysqlctl.errors import MysqlError, MysqlServerError
-from mysqlctl.flavor import detect_flavor
 from mysqlctl.gtid import MariadbGtidSet, MysqlGtidSet, Position
 from mysqlctl.session import Session
 from topo.errors import TopoError
@@ -66,21 +66,6 @@ class HoldRequest:
 
 def parse_gtids(flavor: str, text: str) -> Position:
     return MariadbGtidSet.parse(text) if flavor == "MariaDB" else MysqlGtidSet.parse(text)
-
-
-async def server_position(s: Session) -> tuple[str, str]:
-    """(flavor name, the GTID position of everything in the server's binlog)."""
-    version = str((await s.fetch_rows("SELECT @@GLOBAL.version"))[0][0])
-    flavor = detect_flavor(version).name
-    sql = (
-        "SELECT @@GLOBAL.gtid_binlog_pos"
-        if flavor == "MariaDB"
-        else "SELECT @@GLOBAL.gtid_executed"
-    )
-    value = (await s.fetch_rows(sql))[0][0]
-    return flavor, (value.decode() if isinstance(value, bytes) else str(value or "")).replace(
-        "\n", ""
-    )
 
 
 class Syncer:
@@ -104,11 +89,12 @@ class Syncer:
     async def run(self, cp: Checkpoint, switch: asyncio.Event) -> Checkpoint:
         ctx = self.ctx
         ctx.report(unit="Sync", source_address=self.server.address)
-        # 1. divergence
+        # 1. divergence (on the server the binlog connections will be tied to)
         async with await ctx.server_session(self.server.host, self.server.port) as s:
-            flavor, have = await server_position(s)
-        self.flavor = flavor
-        await self._check_contains(cp.gtid, have)
+            state = await read_server_state(s)
+            self.flavor = flavor = state.flavor
+            self._note_identity(state.identity, cp)
+            await self._check_contains(cp.gtid, state.position, s)
         self.ddl = LockParticipant(ctx, self.target, flavor)
         # Watched from before the first look at the locks: no change between the two is missed.
         lock_rev = await ctx.mstore.revision() + 1
@@ -122,6 +108,7 @@ class Syncer:
             flavor=flavor, start=cp.gtid,
             server_id=reader_server_id(ctx.spec.name, ctx.source_id, ctx.epoch),
             route=self._route, ignored_schemas=[*SYSTEM_SCHEMAS, ctx.spec.meta_schema],
+            expect=state.identity,
         )  # fmt: skip
         reader.start()
         ctx.log.info("sync started", server=self.server.describe(), gtid=cp.gtid,
@@ -182,12 +169,30 @@ class Syncer:
 
     # -- steps ---------------------------------------------------------------------------
 
-    async def _check_contains(self, checkpoint: str, have: str) -> None:
+    def _note_identity(self, identity: ServerIdentity, cp: Checkpoint) -> None:
+        """Say so when the source's address answers as another server than in the last run
+        (an upstream primary switched behind a VIP), and show who answers in query-status."""
+        ctx = self.ctx
+        was = ctx.source_identity
+        if was is not None and was != identity and self.server.alias is None:
+            ctx.log.warning(f"source {self.server.address} now answers as {identity} (was "
+                            f"{was}): checking it holds the checkpoint {cp.gtid or '(none)'}")  # fmt: skip
+        ctx.source_identity = identity
+        ctx.report(sync={"sourceServerId": identity.server_id})
+
+    async def _check_contains(self, checkpoint: str, have: str, s: Session) -> None:
         """The server holds our checkpoint; if not, either it is merely behind (a replica
-        that has not yet received what the shard's primary has: wait for it) or the shard
-        lost transactions the target has (the primary lacks them too: divergence)."""
+        that has not yet received what the shard's primary has, or one that has received it
+        in its relay log and not applied it yet: wait for it) or the source lost transactions
+        the target has (divergence)."""
         if not checkpoint or _contains(self.flavor, have, checkpoint):
             return
+        relay = await relay_position(s, self.flavor)
+        if relay and _contains(self.flavor, relay, checkpoint):
+            raise SourceBehindError(
+                f"{self.server.describe()} has received the checkpoint {checkpoint} in its "
+                f"relay log but applied only {have or 'nothing'}: waiting for it to catch up"
+            )
         primary = await self._primary_position()
         if primary is not None and _contains(self.flavor, primary, checkpoint):
             raise SourceBehindError(
@@ -198,8 +203,9 @@ class Syncer:
         raise DivergenceError(
             f"{self.server.describe()} lacks transactions the target already has from "
             f"{self.ctx.source_id}: checkpoint {checkpoint}, server has {have or '(nothing)'}"
-            f", missing {missing.body()} (the shard lost them, e.g. in a failover); resuming "
-            "here would keep rows downstream that the source no longer has",
+            f", missing {missing.body()} (the source lost them, e.g. in a failover or an "
+            "upstream switch); resuming here would keep rows downstream that the source no "
+            "longer has",
             checkpoint=checkpoint,
             server_position=have,
         )
@@ -216,7 +222,7 @@ class Syncer:
                 return None
             t = await self.ctx.topo.get_tablet(rec.primary_alias)
             async with await self.ctx.server_session(t.mysql_host, t.mysql_port) as s:
-                return (await server_position(s))[1]
+                return (await read_server_state(s)).position
         except (TopoError, MysqlError):
             raise SourceBehindError(
                 f"{self.server.describe()} lacks the checkpoint and the shard's primary cannot "

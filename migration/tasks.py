@@ -35,7 +35,7 @@ from migration.store import (
     SubtaskStatus,
     TaskRecord,
 )
-from migration.sync import server_position
+from migration.upstream import read_server_state
 from mysqlctl.session import open_session
 from topo.errors import NodeExistsError, NoNodeError
 from topo.store import TopoStore
@@ -211,7 +211,7 @@ class TaskOps:
                 server = await resolve_source(self.topo, self.mstore, spec.source(source_id))
                 params = self.creds.params(server.host, server.port, query_timeout=1.5)
                 async with await open_session(params) as s:
-                    return (await server_position(s))[1]
+                    return (await read_server_state(s)).position
         return ""
 
     # -- operate-source --------------------------------------------------------------------

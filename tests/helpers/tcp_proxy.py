@@ -1,6 +1,8 @@
 """A TCP proxy in the test's own event loop, to put a silent network cut between a client and a
 real server: `freeze()` stops forwarding bytes in both directions but keeps every connection
-open (as a partition does: no reset, no error, just silence), `thaw()` resumes.
+open (as a partition does: no reset, no error, just silence), `thaw()` resumes. `retarget()`
+moves it to another server the way a VIP moves: open connections are cut, new ones reach the
+new server.
 
     proxy = await TcpProxy.start("127.0.0.1", etcd_port)
     store = TopoStore([proxy.endpoint], ...)
@@ -46,6 +48,15 @@ class TcpProxy:
 
     def thaw(self) -> None:
         self._flowing.set()
+
+    async def retarget(self, host: str, port: int) -> None:
+        """From now on connect to host:port; every connection open now is closed."""
+        self.target_host, self.target_port = host, port
+        writers, self._writers = self._writers, []
+        for w in writers:
+            with contextlib.suppress(Exception):
+                w.close()
+        await asyncio.sleep(0)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
