@@ -22,8 +22,10 @@ worker, as in tests/migration), except in the failover part, which runs two
 - ``failover``: two worker processes, a steady writer (inserts, updates, deletes); SIGKILL of
   the worker holding the subtask; time until the other one claimed the checkpoint and applied
   new rows; then the target compared with the source row by row (lost, extra, different rows).
+- ``drain``: the same with SIGTERM: the holder drains and the other worker takes over; also how
+  long applying stopped (the old holder's last checkpoint move -> the new holder's first).
 
-    .venv/bin/python -m bench.migration [--quick] [--only sync,lag,load,failover] [--json out.json]
+    .venv/bin/python -m bench.migration [--quick] [--only sync,lag,load,failover,drain] [--json out.json]
 
 Prints figures, never pass/fail. Every process it starts is stopped however it ends.
 """
@@ -677,12 +679,24 @@ async def section_load(env: Env, out: dict[str, Any]) -> None:
 
 
 async def section_failover(env: Env, out: dict[str, Any]) -> None:
+    """SIGKILL of the worker holding the subtask: the other one takes over after its lease."""
+    await _handover(env, out, key="failover", sig=signal.SIGKILL)
+
+
+async def section_drain(env: Env, out: dict[str, Any]) -> None:
+    """SIGTERM of the worker holding the subtask: it drains (finishes its batch, flushes its
+    checkpoint, releases its binding) and the other one takes over at once (goal: applying
+    stops for < 2 s)."""
+    await _handover(env, out, key="drain", sig=signal.SIGTERM)
+
+
+async def _handover(env: Env, out: dict[str, Any], *, key: str, sig: signal.Signals) -> None:
     lab = env.lab
     await env.stop_worker()  # only the two worker processes may take the subtask
     await asyncio.sleep(0.5)
-    db = "bench_fo"
-    src = await lab.server("fo-src")
-    target = await lab.server("fo-target")
+    db = f"bench_{key}"
+    src = await lab.server(f"{key}-src")
+    target = await lab.server(f"{key}-target")
     s = await prepare_source(env, src, db)
     await s.execute(f"CALL {db}.gen_multi(1, 10)")  # 1,000 rows for the load
     wenv = {"ORC_MYSQL_USER": env.creds.user, "ORC_MYSQL_PASSWORD": env.creds.password,
@@ -700,10 +714,10 @@ async def section_failover(env: Env, out: dict[str, Any]) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("worker processes did not register")
         await asyncio.sleep(0.1)
-    name = "failover"
-    result = await env.ops.start(task_yaml(name, "all", target, [("fo-src", src, "")], [db]))
+    name = key
+    result = await env.ops.start(task_yaml(name, "all", target, [(f"{key}-src", src, "")], [db]))
     assert result["result"], result
-    await wait_checkpoints(env, target, name, {"fo-src": await gtid_pos(s)})
+    await wait_checkpoints(env, target, name, {f"{key}-src": await gtid_pos(s)})
     seconds = 12.0 if env.quick else 20.0
     writer = asyncio.create_task(
         s.execute(f"CALL {db}.gen_paced(100000, 500, {seconds}, 1)", timeout=3600)
@@ -713,9 +727,9 @@ async def section_failover(env: Env, out: dict[str, Any]) -> None:
     async with await session(env, target) as t:
         before = (await t.fetch_rows(f"SELECT epoch, gtid FROM {checkpoint_table(name)}"))[0]
         t_kill = time.monotonic()
-        os.killpg(workers[holder.worker].pid, signal.SIGKILL)
+        os.killpg(workers[holder.worker].pid, sig)
         claimed = applied = None
-        claim_gtid = ""
+        claim_gtid, last_gtid, last_move = "", _text(before[1]), t_kill
         while applied is None and time.monotonic() - t_kill < 60:
             epoch, gtid = (await t.fetch_rows(f"SELECT epoch, gtid FROM {checkpoint_table(name)}"))[
                 0
@@ -725,11 +739,13 @@ async def section_failover(env: Env, out: dict[str, Any]) -> None:
                 claimed, claim_gtid = time.monotonic(), gtid
             elif claimed is not None and gtid != claim_gtid:
                 applied = time.monotonic()
+            elif claimed is None and gtid != last_gtid:
+                last_gtid, last_move = gtid, time.monotonic()  # the old holder still applies
             await asyncio.sleep(0.01)
     new_holder = (await mstore.list_bindings(name))[0]
     await writer
     end = await gtid_pos(s)
-    await wait_checkpoints(env, target, name, {"fo-src": end})
+    await wait_checkpoints(env, target, name, {f"{key}-src": end})
     upstream = await s.fetch_rows(f"SELECT {COLUMNS} FROM {db}.t ORDER BY id", timeout=600)
     await s.close()
     async with await session(env, target) as t:
@@ -744,18 +760,21 @@ async def section_failover(env: Env, out: dict[str, Any]) -> None:
     same = _digest(upstream) == _digest(downstream)
     r = {
         "killed": holder.worker, "took_over": new_holder.worker,
-        "epochs": [holder.epoch, new_holder.epoch], "lease_ttl_s": 3,
+        "signal": sig.name, "epochs": [holder.epoch, new_holder.epoch], "lease_ttl_s": 3,
         "claim_s": round(claimed - t_kill, 3) if claimed else None,
         "first_apply_s": round(applied - t_kill, 3) if applied else None,
+        # From the old holder's last checkpoint move to the new holder's first one.
+        "apply_stopped_s": round(applied - last_move, 3) if applied else None,
         "rows_upstream": len(upstream), "rows_downstream": len(downstream),
         "lost": len(lost), "extra": len(extra), "different": len(differ),
         "ordered_hash_equal": same,
         "errors": [e["subTaskStatus"][0]["result"] for e in status["sources"]
                    if e["subTaskStatus"][0]["result"]],
     }  # fmt: skip
-    out["failover"] = r
-    log(f"  failover: SIGKILL {holder.worker} -> {new_holder.worker} claimed after "
-        f"{r['claim_s']}s, applied new rows after {r['first_apply_s']}s (lease TTL 3 s); rows "
+    out[key] = r
+    log(f"  {key}: {sig.name} {holder.worker} -> {new_holder.worker} claimed after "
+        f"{r['claim_s']}s, applied new rows after {r['first_apply_s']}s, applying stopped for "
+        f"{r['apply_stopped_s']}s (lease TTL 3 s); rows "
         f"{len(upstream)} upstream / {len(downstream)} downstream: lost {len(lost)}, extra "
         f"{len(extra)}, different {len(differ)}; ordered hash equal: {same}")  # fmt: skip
     for p in workers.values():
@@ -773,7 +792,7 @@ def _digest(rows: Sequence[tuple[Any, ...]]) -> str:
 
 
 SECTIONS = {"sync": section_sync, "lag": section_lag, "load": section_load,
-            "failover": section_failover}  # fmt: skip
+            "failover": section_failover, "drain": section_drain}  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -818,10 +837,12 @@ def summary(out: dict[str, Any]) -> None:
         log(f"  load {r['rows']} rows: ours {r['ours']['rows_per_s']} rows/s "
             f"{r['ours']['mb_per_s']} MB/s" + (f", mydumper+myloader {m['rows_per_s']} rows/s "
             f"{m['mb_per_s']} MB/s, ours/mydumper {r['ratio']}" if m else ""))  # fmt: skip
-    if "failover" in out:
-        r = out["failover"]
-        log(f"  failover: applied again after {r['first_apply_s']} s; lost {r['lost']}, extra "
-            f"{r['extra']}, different {r['different']}")  # fmt: skip
+    for key in ("failover", "drain"):
+        if key in out:
+            r = out[key]
+            log(f"  {key} ({r['signal']}): applied again after {r['first_apply_s']} s, applying "
+                f"stopped for {r['apply_stopped_s']} s; lost {r['lost']}, extra {r['extra']}, "
+                f"different {r['different']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -140,10 +140,13 @@ async def post(http: aiohttp.ClientSession, url: str, command: str, body: dict[s
 
 class StallMeter:
     """Polls the task's checkpoint rows on the target: per source, the longest time its
-    checkpoint GTID stood still (while the writers write, it moves constantly)."""
+    checkpoint GTID stood still (while the writers write, it moves constantly); and the target's
+    lag behind each writer (`ShardWriter.lag_s`), sampled at each poll while active."""
 
-    def __init__(self, mc: MigrationCluster) -> None:
+    def __init__(self, mc: MigrationCluster, writers: list[ShardWriter]) -> None:
         self.mc = mc
+        self.writers = writers
+        self.lags: list[float] = []
         self.last: dict[str, tuple[str, float]] = {}
         self.worst: dict[str, float] = {}
         self.moves: dict[str, int] = {}  # checkpoint changes seen while active
@@ -168,6 +171,13 @@ class StallMeter:
                 if s is None:
                     s = await self.mc.target_session()
                 rows = await s.fetch_rows(f"SELECT source_id, gtid FROM {table}")
+                if self.active:
+                    for w in self.writers:
+                        newest = await s.fetch_rows(
+                            f"SELECT MAX(id) FROM {TARGET[0]}.{TARGET[1]} WHERE id >= %s AND "
+                            "id < %s", (w.first_id, w.first_id + 5_000_000),
+                        )  # fmt: skip
+                        self.lags.append(w.lag_s(newest[0][0]))
             except MysqlError:
                 if s is not None:
                     await s.close()
@@ -202,7 +212,7 @@ async def test_rolling_update_playbook_replaces_every_process_with_the_task_runn
     ids = await seed(mc, 500)
     writers = [ShardWriter(mc, "-80", "shard_db_1", "shard_table_1", 5_000_000),
                ShardWriter(mc, "80-", "shard_db_2", "shard_table_1", 15_000_000)]  # fmt: skip
-    meter = StallMeter(mc)
+    meter = StallMeter(mc, writers)
     try:
         await playbook(work, "deploy.yml")
         out = await playbook(work, "start.yml")
@@ -234,8 +244,12 @@ async def test_rolling_update_playbook_replaces_every_process_with_the_task_runn
             took = time.monotonic() - t0
             meter.active = False
             after = {h: pid_of(hosts_dir, h) for h in (*MASTERS, *WORKERS)}
+            lags = sorted(meter.lags)
             print(f"rolling update: {took:.1f}s; longest checkpoint stall per source: "
-                  f"{meter.worst}; checkpoint moves seen: {meter.moves}", file=sys.stderr)  # fmt: skip
+                  f"{meter.worst}; checkpoint moves seen: {meter.moves}; target lag over "
+                  f"{len(lags)} samples: p50 {lags[len(lags) // 2]:.2f}s, p99 "
+                  f"{lags[int(len(lags) * 0.99)]:.2f}s, max {lags[-1]:.2f}s",
+                  file=sys.stderr)  # fmt: skip
             for h in (*MASTERS, *WORKERS):
                 assert after[h] != before[h] and alive(after[h]), (h, before[h], after[h])
                 assert not alive(before[h]), f"{h}: old pid {before[h]} still runs"

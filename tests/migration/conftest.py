@@ -15,12 +15,14 @@ session's etcd, started by the same launcher as ``orchestrator local up --target
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import hashlib
 import os
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -255,6 +257,9 @@ class ShardWriter:
     first_id: int
     acked: int = 0
     errors: list[str] = field(default_factory=list)
+    # (id, time.monotonic() of its acknowledgement) of every inserted row, ids increasing:
+    # how old the oldest write not yet downstream is (`lag_s`).
+    inserted: list[tuple[int, float]] = field(default_factory=list)
     _ids: list[int] = field(default_factory=list)
     _next: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -278,6 +283,14 @@ class ShardWriter:
 
         await eventually(enough, timeout, f"{n} acknowledged transactions on {self.shard}")
 
+    def lag_s(self, newest_downstream: int | None) -> float:
+        """How long ago the oldest acknowledged insert newer than `newest_downstream` (the
+        highest id of ours the target has) was acknowledged; 0 when the target has them all.
+        An upper bound: a newer row deleted meanwhile makes the target's newest id older."""
+        floor = self.first_id - 1 if newest_downstream is None else newest_downstream
+        at = bisect.bisect_right(self.inserted, (floor, float("inf")))
+        return time.monotonic() - self.inserted[at][1] if at < len(self.inserted) else 0.0
+
     async def _run(self) -> None:
         rnd = random.Random(self.first_id)
         s: Session | None = None
@@ -292,6 +305,7 @@ class ShardWriter:
                     self._next += 1
                     await insert_rows(s, self.db, self.table, [i])
                     self._ids.append(i)
+                    self.inserted.append((i, time.monotonic()))
                 elif op < 0.7:
                     i = rnd.choice(self._ids)
                     await s.execute(
@@ -311,6 +325,8 @@ class ShardWriter:
                     await s.execute(f"DELETE FROM {t} WHERE id = %s", (new[1],))
                     await s.commit()
                     self._ids.extend([new[0], new[2]])
+                    now = time.monotonic()
+                    self.inserted += [(new[0], now), (new[2], now)]
                 self.acked += 1
                 await asyncio.sleep(0.002)
             except MysqlError as e:
