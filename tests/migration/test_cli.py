@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,13 @@ from tests.migration.conftest import (
 )
 
 
-async def ctl(url: str, *args: str) -> tuple[int, dict | None, str]:
-    """(exit code, the JSON on stdout or None, stderr)."""
+async def ctl(url: str, *args: str, home: Path | None = None) -> tuple[int, dict | None, str]:
+    """(exit code, the JSON on stdout or None, stderr). With `home`: run in that directory,
+    with it as HOME too (whatever state the CLI kept would land there)."""
+    env = None if home is None else {**os.environ, "HOME": str(home)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "orchestrator", "ctl", "--server", url, "--quiet", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=home, env=env,
     )  # fmt: skip
     out, err = await proc.communicate()
     doc = json.loads(out) if out.strip() else None
@@ -90,6 +93,48 @@ async def test_task_lifecycle_through_the_cli(
     assert code == 0, err
     code, doc, err = await ctl(svc.url, "query-status", "merge-orders")
     assert code == 1 and "NOT_FOUND" in err and "merge-orders" in err
+
+
+async def test_the_cli_is_stateless_any_instance_answers_for_the_task(
+    mcluster: MigrationCluster, service_factory: ServiceFactory, tmp_path: Path
+) -> None:
+    """DM's caution 'the CLI is stateless' as a guarantee: every command is one request to
+    whichever instance is named, the task lives in etcd, so a task started through one
+    instance is paused, read, resumed and stopped through another, and the CLI leaves nothing
+    behind in its working directory or HOME."""
+    mc = mcluster
+    await seed(mc, 100)
+    a = await service_factory(mc)  # type: ignore[arg-type]
+    b = await service_factory(mc)  # type: ignore[arg-type]
+    home = tmp_path / "home"
+    home.mkdir()
+    task = tmp_path / "task.yaml"
+    task.write_text(merge_task(mc))
+
+    async def stages(url: str) -> list[str]:
+        code, d, err = await ctl(url, "query-status", "merge-orders", home=home)
+        assert code == 0 and d is not None, err
+        return [e["subTaskStatus"][0]["stage"] for e in d["sources"]]
+
+    async def both(want: list[str]) -> bool:
+        return await stages(a.url) == want and await stages(b.url) == want
+
+    code, _, err = await ctl(a.url, "start-task", str(task), home=home)
+    assert code == 0, err
+    await wait_target_equals(mc, PARTS, TARGET)
+    await eventually(lambda: both(["Running", "Running"]), 10, "both instances: running")
+    code, _, err = await ctl(b.url, "pause-task", "merge-orders", home=home)
+    assert code == 0, err
+    await eventually(lambda: both(["Paused", "Paused"]), 10, "both instances: paused")
+    code, _, err = await ctl(a.url, "resume-task", "merge-orders", home=home)
+    assert code == 0, err
+    await eventually(lambda: both(["Running", "Running"]), 10, "both instances: running again")
+    code, _, err = await ctl(b.url, "stop-task", "merge-orders", home=home)
+    assert code == 0, err
+    for url in (a.url, b.url):
+        code, _, err = await ctl(url, "query-status", "merge-orders", home=home)
+        assert code == 1 and "NOT_FOUND" in err, err
+    assert list(home.iterdir()) == []
 
 
 async def test_cli_errors_are_one_line_with_the_right_exit_code(
