@@ -119,8 +119,9 @@ class WorkflowRun:
                 await asyncio.wait({acquire, reading}, return_when=asyncio.FIRST_COMPLETED)
                 if not reading.done():
                     reading.cancel()
-                    with contextlib.suppress(BaseException):
-                        await reading
+                    # Waits for it without taking its outcome, and without swallowing our
+                    # own cancellation (which `suppress(BaseException)` around it did).
+                    await asyncio.wait({reading})
                     continue
                 holder = None if reading.cancelled() or reading.exception() else reading.result()
                 if holder is None:
@@ -139,8 +140,7 @@ class WorkflowRun:
         finally:
             if not acquire.done():
                 acquire.cancel()
-                with contextlib.suppress(BaseException):
-                    await acquire
+                await asyncio.wait({acquire})
 
     async def __aenter__(self) -> WorkflowRun:
         # An unknown keyspace or shard is a plain NoNodeError: no workflow record, no lock key.
