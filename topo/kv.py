@@ -304,11 +304,10 @@ class EtcdKV:
         """
         c = await self.client()
         range_end = aetcd.utils.prefix_range_end(key.encode()) if prefix else None
-        try:
-            async with asyncio.timeout(self.op_timeout):
-                w = await c.watch(key.encode(), range_end=range_end, start_revision=start_revision)
-        except (TimeoutError, aetcd.exceptions.ClientError) as e:
-            raise TopoUnavailableError(f"watch {key}: {e!r}") from e
+        w = await _create_watch(
+            c.watch(key.encode(), range_end=range_end, start_revision=start_revision),
+            key, self.op_timeout,
+        )  # fmt: skip
         try:
             async for ev in w:
                 kv = ev.kv
@@ -326,6 +325,52 @@ class EtcdKV:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(WATCH_CANCEL_TIMEOUT_S):
                     await w.cancel()
+
+
+async def _create_watch(creation: Any, key: str, timeout: float) -> Any:
+    """aetcd's watch, created in a task of its own that the caller waits for without being
+    inside it: a caller cancelled (or timed out) meanwhile leaves at once.
+
+    Inside, aetcd waits for etcd's answer with `wait_for` on a condition of a lock that every
+    watch of the client shares (also held while a cancel request waits for room in a bounded
+    queue). A cancellation there must re-acquire that lock before it can finish, and on
+    Python 3.11 `wait_for` returns the result instead of raising when the answer and the
+    cancellation arrive together. Either way the cancelled task went on, or never finished:
+    the service shutdowns that hung in CI, in a task inside an etcd watch. A watch created
+    after its caller left is cancelled when it arrives."""
+    task = asyncio.ensure_future(creation)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        _abandon_creation(task)
+        raise
+    if not done:
+        _abandon_creation(task)
+        raise TopoUnavailableError(f"watch {key}: no answer from etcd within {timeout:g}s")
+    try:
+        return task.result()
+    except aetcd.exceptions.ClientError as e:
+        raise TopoUnavailableError(f"watch {key}: {e!r}") from e
+
+
+# Abandoned watch creations and their cancels, kept referenced until they end.
+_ORPHANS: set[asyncio.Future[Any]] = set()
+
+
+def _abandon_creation(task: asyncio.Future[Any]) -> None:
+    def keep(f: asyncio.Future[Any]) -> None:
+        _ORPHANS.add(f)
+        f.add_done_callback(_ORPHANS.discard)
+        f.add_done_callback(lambda d: d.cancelled() or d.exception())
+
+    def arrived(t: asyncio.Future[Any]) -> None:
+        if not t.cancelled() and t.exception() is None:
+            keep(asyncio.ensure_future(
+                asyncio.wait_for(t.result().cancel(), WATCH_CANCEL_TIMEOUT_S)))  # fmt: skip
+
+    keep(task)
+    task.add_done_callback(arrived)
+    task.cancel()
 
 
 def _kv(res: Any) -> KeyValue:
