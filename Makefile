@@ -3,14 +3,15 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCAL_DIR ?= .local/cluster
-APT_PACKAGES := etcd-server mariadb-server mariadb-client iproute2 iptables
+APT_PACKAGES := etcd-server mariadb-server mariadb-client iproute2 iptables chromium chromium-driver
 
 .PHONY: setup run stop status test lint format clean
 
 # Installs what is missing: Debian's etcd and MariaDB servers, a venv with the project.
 setup: $(VENV)/.installed
 	@{ command -v etcd && { command -v mariadbd || test -x /usr/sbin/mariadbd; } \
-	   && command -v ip && { command -v iptables || test -x /usr/sbin/iptables; }; } >/dev/null || { \
+	   && command -v ip && { command -v iptables || test -x /usr/sbin/iptables; } \
+	   && command -v chromium && command -v chromedriver; } >/dev/null || { \
 	  echo "installing $(APT_PACKAGES)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; }

@@ -93,6 +93,8 @@ def _local_up(args: argparse.Namespace) -> int:
     print(json.dumps(doc, indent=2))
     if args.demo:
         _print_next_steps(doc)
+    if doc.get("api_url"):
+        print(f"\nConsole: {doc['api_url']}/  (open it in a browser)", file=sys.stderr)
     return 0
 
 

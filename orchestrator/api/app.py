@@ -141,6 +141,9 @@ def build_app(service: Service) -> web.Application:
     for route in routes:
         app.router.add_route(route.method, route.path, _endpoint(route))
     app[OPENAPI] = openapi.build_document(routes)
+    from orchestrator.console import setup as console_setup
+
+    console_setup(app)  # the web console at `/` (not part of the API's OpenAPI document)
     return app
 
 

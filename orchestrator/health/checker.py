@@ -77,6 +77,9 @@ class HealthChecker:
         self._problems: dict[str, list[Problem]] = {}
         self.recovery = Recoveries(self)
         self.cycles = 0
+        # Set (and replaced) at the end of every cycle: the console pushes fresh health to its
+        # pages when it fires, instead of polling the snapshot.
+        self.cycled = asyncio.Event()
         self.last_cycle_at = 0.0
         self.last_cycle_ms = 0.0
         self._swept_term = -1
@@ -204,6 +207,8 @@ class HealthChecker:
         self.keyspaces = list(topo.keyspaces.values())
         self.cycles += 1
         self.last_cycle_at = time.time()
+        self.cycled.set()
+        self.cycled = asyncio.Event()
 
     async def read_topology(self) -> Topology:
         """Two range reads whatever the size of the fleet: every tablet, then every keyspace,

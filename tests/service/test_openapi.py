@@ -8,6 +8,7 @@ from typing import Any, cast
 from orchestrator.api.app import all_routes, build_app
 from orchestrator.api.openapi import build_document
 from orchestrator.commands import COMMANDS
+from orchestrator.console import is_console_path
 from tests.service import get
 
 
@@ -16,8 +17,10 @@ def _server_routes() -> set[tuple[str, str]]:
     out = set()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
-        path = info.get("path") or info.get("formatter")
+        path = info.get("path") or info.get("formatter") or info.get("prefix")
         assert path, info
+        if is_console_path(path):
+            continue  # the web console's page and assets, not API operations
         out.add((route.method, path))
     return out
 
