@@ -143,7 +143,7 @@ def build_app(service: Service) -> web.Application:
     app[OPENAPI] = openapi.build_document(routes)
     from orchestrator.console import setup as console_setup
 
-    console_setup(app)  # the web console at `/` (not part of the API's OpenAPI document)
+    console_setup(app, service)  # the web console at `/` (not part of the API's OpenAPI document)
     return app
 
 

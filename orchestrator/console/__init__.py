@@ -8,11 +8,16 @@ Every asset is a file of this package (`static/`): no CDN, no build step. The pa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from orchestrator.console.stream import stream
+from orchestrator.console.stream import STREAM_TASKS, cancel_streams, stream
+
+if TYPE_CHECKING:
+    from orchestrator.service import Service
 
 STATIC = Path(__file__).parent / "static"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -32,8 +37,11 @@ def is_console_path(path: str) -> bool:
     return path == "/" or path.startswith("/console/")
 
 
-def setup(app: web.Application) -> None:
-    """Mount the console on the app: `/`, `/console/static/...`, `/console/stream`."""
+def setup(app: web.Application, service: Service) -> None:
+    """Mount the console on the app: `/`, `/console/static/...`, `/console/stream`. (The API
+    mounts it; the console imports nothing of the API.)"""
+    app[STREAM_TASKS] = set()
+    app.on_shutdown.append(cancel_streams)
     app.router.add_get("/", index)
-    app.router.add_get("/console/stream", stream)
+    app.router.add_get("/console/stream", functools.partial(stream, service))
     app.router.add_static("/console/static", STATIC, append_version=False)

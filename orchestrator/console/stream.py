@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from orchestrator.api.routing import SERVICE
-from orchestrator.api.streams import track_stream
 from orchestrator.commands import ArgumentError
 from orchestrator.console import state
 from topo.alias import check_keyspace, check_shard
@@ -38,6 +36,14 @@ HEALTH_PUSH_EVERY_S = 1.0
 KEEPALIVE_S = 15.0
 WATCH_RETRY_S = 1.0
 PAGES = ("fleet", "shard", "workflows", "recoveries")
+# The streams' tasks, cancelled at the app's shutdown (before its runner waits for handlers).
+STREAM_TASKS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("console_stream_tasks")
+
+
+async def cancel_streams(app: web.Application) -> None:
+    tasks = app[STREAM_TASKS]
+    for t in list(tasks):
+        t.cancel()
 
 
 def _builder(service: Service, query: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -69,8 +75,7 @@ def _verdict(service: Service) -> tuple[Any, ...]:
             tuple((k, tuple(p["kind"] for p in v)) for k, v in service.health.problems().items()))  # fmt: skip
 
 
-async def stream(request: web.Request) -> web.StreamResponse:
-    service = request.app[SERVICE]
+async def stream(service: Service, request: web.Request) -> web.StreamResponse:
     build = _builder(service, request.query)
     resp = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -125,9 +130,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
              for c, n in ((pump(), "push"), (follow_topology(), "watch"),
                           (follow_health(), "health"))]  # fmt: skip
     main = tasks[0]
-    with contextlib.ExitStack() as stack:
-        for t in tasks:
-            stack.enter_context(track_stream(request.app, t))
+    tracked = request.app[STREAM_TASKS]
+    tracked.update(tasks)
+    try:
         # The handler is not cancelled when the client leaves: check the transport, so a
         # stream never outlives its reader.
         while not main.done():
@@ -135,7 +140,11 @@ async def stream(request: web.Request) -> web.StreamResponse:
             transport = request.transport
             if transport is None or transport.is_closing():
                 break
-    await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for t in tasks:
+            t.cancel()
+        tracked.difference_update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
     with contextlib.suppress(ConnectionError, RuntimeError):
         await resp.write_eof()
     return resp

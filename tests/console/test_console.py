@@ -153,6 +153,20 @@ async def test_killed_primary_shows_dead_then_its_recovery(
     assert new_primary != "zone1-101"
     assert await browser.js(PRIMARY_IS, new_primary)
     await browser.screenshot("recovered-1400x900")
+    # The other pages have it too: the run with its steps, the recovery with what ran.
+    await browser.open(rs.url + "/#/recoveries")
+    await browser.wait(
+        "return document.querySelector('main').innerText.includes('EmergencyReparentShard')",
+        5, "the recovery on the recoveries page",
+    )  # fmt: skip
+    await _shots(browser, "recoveries")
+    await browser.open(rs.url + "/#/workflows")
+    await browser.wait(
+        "return document.querySelector('main').innerText.includes('ers.before_promote') ||"
+        " document.querySelector('main').innerText.includes('EmergencyReparentShard')",
+        5, "the run on the workflows page",
+    )  # fmt: skip
+    await _shots(browser, "workflows")
 
 
 async def test_action_without_the_token_is_refused_in_the_page(
@@ -172,11 +186,14 @@ async def test_action_without_the_token_is_refused_in_the_page(
         await browser.click("#prs")
         await browser.wait("return document.getElementById('confirm').open", 5, "the confirmation")
         assert elect in await browser.text("#confirm-text")
+        count = "return document.querySelectorAll('#actions-list li.action').length"
+        before = await browser.js(count)
         await browser.click("#confirm-ok")
         return str(await browser.wait(
-            "const a = document.querySelector('#actions-list li.action');"
+            "const all = document.querySelectorAll('#actions-list li.action');"
+            " const a = all.length > arguments[0] ? all[0] : null;"  # the newest comes first
             " return a && a.dataset.outcome ? a.dataset.outcome + ': ' + a.innerText : null",
-            30, "the action's outcome",
+            30, "the action's outcome", before,
         ))  # fmt: skip
 
     outcome = await prs("zone1-103")
