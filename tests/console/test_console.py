@@ -7,6 +7,7 @@ under .local/screenshots/."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -16,6 +17,7 @@ from tests.fixtures_cluster import ShardFactory
 from tests.fixtures_service import ServiceFactory
 from tests.helpers.health import start_service, wait_for
 from tests.service import command
+from topo.lock import ShardLock
 from workflows.faults import FaultPoints
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,7 @@ async def test_prs_through_the_api_shows_on_the_open_shard_page_within_2s(
     await browser.wait("return document.querySelectorAll('svg.tree g.node').length === 3",
                        10, "three tablets in the tree")  # fmt: skip
     await browser.js(OBSERVE, "zone1-101")
+    await browser.js("document.getElementById('pause').focus()")  # a keyboard user's place
 
     status, body = await command(http, rs.url, "PlannedReparentShard",
                                  {"keyspace_shard": "commerce/0", "new_primary": "zone1-102"})  # fmt: skip
@@ -97,6 +100,8 @@ async def test_prs_through_the_api_shows_on_the_open_shard_page_within_2s(
     shown_s = time.monotonic() - answered
     print(f"\nPRS answered -> new primary drawn on the open page in {shown_s * 1000:.0f} ms")
     assert await browser.js("return window.__marker") == "not reloaded"
+    # Redrawn, the page keeps the keyboard focus where it was.
+    assert await browser.js("return document.activeElement.dataset.k") == "pause"
     # The tree now hangs from zone1-102; the run is in the shard's workflow history.
     await browser.wait(
         "return [...document.querySelectorAll('tr[data-workflow]')].some(r => "
@@ -180,12 +185,17 @@ async def test_action_without_the_token_is_refused_in_the_page(
     await browser.wait("return document.querySelectorAll('#prs-elect option').length === 2",
                        10, "two healthy replicas to choose from")  # fmt: skip
 
-    async def prs(elect: str) -> str:
-        await browser.js("const s = document.getElementById('prs-elect'); s.value = arguments[0];"
-                         " s.dispatchEvent(new Event('change'));", elect)  # fmt: skip
-        await browser.click("#prs")
+    async def act(button: str, fields: dict[str, str] | None = None) -> str:
+        """Click an action, fill its confirmation, confirm: the outcome shown in the page."""
+        await browser.wait(
+            "const b = document.getElementById(arguments[0]); return b && !b.disabled",
+            10, f"the {button} button", button,
+        )  # fmt: skip
+        await browser.click("#" + button)
         await browser.wait("return document.getElementById('confirm').open", 5, "the confirmation")
-        assert elect in await browser.text("#confirm-text")
+        for name, value in (fields or {}).items():
+            await browser.js("document.getElementById(arguments[0]).value = arguments[1]",
+                             "f-" + name, value)  # fmt: skip
         count = "return document.querySelectorAll('#actions-list li.action').length"
         before = await browser.js(count)
         await browser.click("#confirm-ok")
@@ -195,6 +205,15 @@ async def test_action_without_the_token_is_refused_in_the_page(
             " return a && a.dataset.outcome ? a.dataset.outcome + ': ' + a.innerText : null",
             30, "the action's outcome", before,
         ))  # fmt: skip
+
+    async def prs(elect: str) -> str:
+        await browser.js("const s = document.getElementById('prs-elect'); s.value = arguments[0];"
+                         " s.dispatchEvent(new Event('change'));", elect)  # fmt: skip
+        await browser.click("#prs")
+        await browser.wait("return document.getElementById('confirm').open", 5, "the confirmation")
+        assert elect in await browser.text("#confirm-text")
+        await browser.js("document.getElementById('confirm').close('cancel')")
+        return await act("prs")
 
     outcome = await prs("zone1-103")
     assert outcome.startswith("failed:") and "Refused (401 UNAUTHENTICATED)" in outcome, outcome
@@ -216,3 +235,29 @@ async def test_action_without_the_token_is_refused_in_the_page(
     )  # fmt: skip
     assert await shard.check_invariants() == "zone1-103"
     await browser.screenshot("action-1400x900")
+
+    # The other actions, through the page too: pause and resume the shard's recovery, then
+    # break a lock someone else holds.
+    outcome = await act("pause", {"reason": "console test"})
+    assert outcome.startswith("succeeded:"), outcome
+    await browser.wait("return document.querySelector('.shard-head').innerText"
+                       ".includes('recovery paused')", 5, "the pause on the page")  # fmt: skip
+    outcome = await act("resume")
+    assert outcome.startswith("succeeded:"), outcome
+    await browser.wait("return document.querySelector('.shard-head').innerText"
+                       ".includes('recovery active')", 5, "the resume on the page")  # fmt: skip
+    holder = ShardLock(shard.store, "commerce", "0", action="SchemaMigration",
+                       reason="console test holds it", timeout=2)  # fmt: skip
+    await holder.acquire()
+    try:
+        await browser.wait("return document.querySelector('.shard-head').innerText"
+                           ".includes('locked by SchemaMigration')", 5, "the lock")  # fmt: skip
+        outcome = await act("unlock", {"reason": "console test breaks it"})
+        assert outcome.startswith("succeeded:"), outcome
+        await browser.wait("return document.querySelector('.shard-head').innerText"
+                           ".includes('unlocked')", 5, "the lock gone from the page")  # fmt: skip
+        assert await shard.store.get_lock("commerce", "0") is None
+        await browser.screenshot("actions-1400x900")
+    finally:
+        with contextlib.suppress(Exception):
+            await holder.release()

@@ -380,7 +380,7 @@ async function run(command, body) {
         }
       } else if (msg.result !== undefined) {
         const r = msg.result || {};
-        done("succeeded", "Succeeded: " + (r.summary || JSON.stringify(r)));
+        done("succeeded", "Succeeded: " + describeResult(r));
       } else if (msg.error) {
         done("failed", `Failed (${msg.status} ${msg.error.code}): ${msg.error.message}`);
       }
@@ -388,6 +388,14 @@ async function run(command, body) {
     if (end) break;
   }
   if (!item.dataset.outcome) done("failed", "The stream ended without a result.");
+}
+
+function describeResult(r) {
+  if (r.summary) return r.summary;
+  if (r.recoveries) return `automatic recovery ${r.recoveries} (${r.scope})`;
+  if (r.unlocked) return `the lock of ${r.keyspace}/${r.shard} is broken (was held by ${r.holder && r.holder.action})`;
+  const text = JSON.stringify(r);
+  return text.length > 300 ? text.slice(0, 300) + "…" : text;
 }
 
 // -- workflows and recoveries ------------------------------------------------------------------
