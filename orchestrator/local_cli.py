@@ -94,7 +94,7 @@ def _local_up(args: argparse.Namespace) -> int:
     if args.demo:
         _print_next_steps(doc)
     elif doc.get("api_url"):
-        print(f"Console: {doc['api_url']}/", file=sys.stderr)
+        print(f"Console (open in a browser): {doc['api_url']}/", file=sys.stderr)
     return 0
 
 
@@ -127,13 +127,12 @@ def _print_next_steps(doc: dict[str, Any]) -> None:
     server = f" --server {doc['api_url']}" if doc.get("api_url") else ""
     lines = [
         "",
-        f"Console: {doc['api_url']}/" if doc.get("api_url") else "",
+        f"Console (open in a browser): {doc['api_url']}/" if doc.get("api_url") else "",
         "Local cluster is up. Try:",
         f"  .venv/bin/orchestrator local status --dir {doc['dir']}",
     ]
     if doc.get("api_url"):
         lines += [
-            f"  open {doc['api_url']}/   # the web console, in a browser",
             f"  curl -s {doc['api_url']}/api/v1/keyspaces/{ks}/shards/{shard}",
             f"  .venv/bin/orchestrator ctl{server} PlannedReparentShard {ks}/{shard} "
             f"--new-primary {t[min(1, len(t) - 1)]['alias']}",
