@@ -67,8 +67,14 @@ class Browser:
                                      + (await self.text("body"))[-2500:])  # fmt: skip
             await asyncio.sleep(0.05)
 
-    async def click(self, css: str) -> None:
-        await self.js("document.querySelector(arguments[0]).click();", css)
+    async def click(self, css: str, timeout: float = 10) -> None:
+        """Click the element once it is there and enabled (a live redraw may be replacing it,
+        or the page may show a transient error instead)."""
+        await self.wait(
+            "const e = document.querySelector(arguments[0]);"
+            " if (!e || e.disabled) return false; e.click(); return true;",
+            timeout, f"{css} to click", css,
+        )  # fmt: skip
 
     async def size(self, width: int, height: int) -> None:
         """The page's viewport exactly (the window's outer size is not the viewport's)."""

@@ -7,7 +7,6 @@ under .local/screenshots/."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import pytest
@@ -187,10 +186,6 @@ async def test_action_without_the_token_is_refused_in_the_page(
 
     async def act(button: str, fields: dict[str, str] | None = None) -> str:
         """Click an action, fill its confirmation, confirm: the outcome shown in the page."""
-        await browser.wait(
-            "const b = document.getElementById(arguments[0]); return b && !b.disabled",
-            10, f"the {button} button", button,
-        )  # fmt: skip
         await browser.click("#" + button)
         await browser.wait("return document.getElementById('confirm').open", 5, "the confirmation")
         for name, value in (fields or {}).items():
@@ -207,8 +202,12 @@ async def test_action_without_the_token_is_refused_in_the_page(
         ))  # fmt: skip
 
     async def prs(elect: str) -> str:
-        await browser.js("const s = document.getElementById('prs-elect'); s.value = arguments[0];"
-                         " s.dispatchEvent(new Event('change'));", elect)  # fmt: skip
+        await browser.wait(
+            "const s = document.getElementById('prs-elect');"
+            " if (!s || ![...s.options].some(o => o.value === arguments[0])) return false;"
+            " s.value = arguments[0]; s.dispatchEvent(new Event('change')); return true;",
+            10, f"{elect} to choose", elect,
+        )  # fmt: skip
         await browser.click("#prs")
         await browser.wait("return document.getElementById('confirm').open", 5, "the confirmation")
         assert elect in await browser.text("#confirm-text")
@@ -246,10 +245,22 @@ async def test_action_without_the_token_is_refused_in_the_page(
     assert outcome.startswith("succeeded:"), outcome
     await browser.wait("return document.querySelector('.shard-head').innerText"
                        ".includes('recovery active')", 5, "the resume on the page")  # fmt: skip
-    holder = ShardLock(shard.store, "commerce", "0", action="SchemaMigration",
-                       reason="console test holds it", timeout=2)  # fmt: skip
-    await holder.acquire()
+    # The holder runs in a task of its own: a lock whose lease is revoked cancels its holder.
+    held, lost = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with ShardLock(shard.store, "commerce", "0", action="SchemaMigration",
+                             reason="console test holds it", timeout=2):  # fmt: skip
+            held.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                lost.set()
+                raise
+
+    holder = asyncio.create_task(hold())
     try:
+        await asyncio.wait_for(held.wait(), 10)
         await browser.wait("return document.querySelector('.shard-head').innerText"
                            ".includes('locked by SchemaMigration')", 5, "the lock")  # fmt: skip
         outcome = await act("unlock", {"reason": "console test breaks it"})
@@ -257,7 +268,8 @@ async def test_action_without_the_token_is_refused_in_the_page(
         await browser.wait("return document.querySelector('.shard-head').innerText"
                            ".includes('unlocked')", 5, "the lock gone from the page")  # fmt: skip
         assert await shard.store.get_lock("commerce", "0") is None
+        await asyncio.wait_for(lost.wait(), 10)  # the holder learnt it lost the lock
         await browser.screenshot("actions-1400x900")
     finally:
-        with contextlib.suppress(Exception):
-            await holder.release()
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)

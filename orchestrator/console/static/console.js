@@ -97,6 +97,12 @@ function setLive(on) {
 
 // Redraw the page; the focused control (by its data-k) keeps the focus across redraws.
 function draw(doc) {
+  if (doc.error && current && !current.error) {  // keep the last good page, say it is stale
+    const el = document.getElementById("live");
+    el.className = "live off";
+    el.textContent = "not updated: " + doc.error;
+    return;
+  }
   current = doc;
   const view = document.getElementById("view");
   const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement.dataset.k : null;
