@@ -6,8 +6,11 @@ Components, each a small module with an `async def run()` that works until cance
   metrics. Every instance serves it.
 - Leader election (`orchestrator.election`): one instance at a time holds an etcd lease-bound
   key and is the leader; only the leader runs automatic recoveries.
-- Health checks (`orchestrator.health`): every instance polls every tablet (so any instance can
-  answer status queries); the leader turns analyses into recoveries.
+- Health checks (`orchestrator.health`): the shards are divided among the live instances
+  (`orchestrator.health.ownership`, rendezvous hashing over the membership records below); each
+  instance polls the tablets of its own shards and turns their analyses into recoveries.
+  `/api/v1/health` on any instance gathers the other instances' shares (`views.health`). With
+  `health_share_shards` off, every instance polls every tablet and the leader recovers.
 - Outbox delivery (`orchestrator.events`): events are written to etcd first and delivered to the
   configured webhook URLs until acknowledged; only the leader delivers, so each event goes out
   from one place.
@@ -16,7 +19,8 @@ Components, each a small module with an `async def run()` that works until cance
   runs one alone).
 
 - Membership (`migration.members`): the instance's record under a lease of its own
-  (list-member), and offline-member requests addressed to it (a leader resigns).
+  (list-member), and offline-member requests addressed to it (a leader resigns). The health
+  checks follow these records to know the live instances.
 
 All state that must survive a restart is in etcd; killing any instance loses nothing.
 Shutdown is structured: cancelling `run()` cancels the TaskGroup, and every component cleans up
@@ -94,6 +98,7 @@ class Service:
             (serve_http(self), "http"),
             (self.election.run(), "election"),
             (self.health.run(), "health"),
+            (self.health.ownership.run(), "shard ownership"),
             (self.events.run(), "outbox"),
             (self._schedule_migrations(), "migration scheduler"),
             (self._membership(), "membership"),

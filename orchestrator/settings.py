@@ -43,6 +43,10 @@ class Settings:
     health_interval_s: float = 1.0
     health_timeout_s: float = 0.8
     health_concurrency: int = 200
+    # Divide the shards among the live instances (each checks and recovers its own share,
+    # `orchestrator.health.ownership`); off: every instance checks every tablet and only the
+    # leader recovers.
+    health_share_shards: bool = True
     # A tablet failing this many checks in a row becomes `spare` (and returns when healthy).
     unhealthy_checks_to_spare: int = 3
     recovery_block_s: float = 30.0

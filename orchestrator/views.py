@@ -7,6 +7,7 @@ maps them to statuses in one place, `orchestrator.errors`).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import time
 from typing import TYPE_CHECKING, Any
@@ -275,24 +276,115 @@ def health_snapshot(service: Service) -> dict[str, dict[str, Any]]:
     return dict(service.health.snapshot())
 
 
-async def health(service: Service) -> dict[str, Any]:
-    election = service.election
-    # The latest analysis per shard ("ks/shard" -> problems), when the checker offers it.
-    problems = getattr(service.health, "problems", None)
-    control = getattr(service.health, "control", None)
+# A peer's part of /api/v1/health must answer within this, or is reported as missing.
+FLEET_TIMEOUT_S = 2.0
+
+
+def _own_part(service: Service) -> dict[str, Any]:
+    """What this instance checked: its share of the fleet (`local=true`)."""
+    h = service.health
+    problems = getattr(h, "problems", None)
     return {
+        "instance_id": service.settings.instance_id,
+        "owned_shards": list(getattr(h, "owned", [])),
+        "checked_shards": sorted(getattr(h, "checking_since", {})),
+        "last_cycle_at": getattr(h, "last_cycle_at", 0.0) or None,
+        "tablets": health_snapshot(service),
+        "problems": problems() if callable(problems) else {},
+    }
+
+
+async def _peer_parts(service: Service) -> dict[str, dict[str, Any]]:
+    """Every other live instance's own part, asked in parallel over HTTP (the addresses are
+    their membership records); one that does not answer is listed with the error."""
+    import aiohttp
+
+    from migration.members import MemberStore
+
+    me = service.settings.instance_id
+    members = await MemberStore(service.store.kv, service.store.root).list_masters()
+    peers = [m for m in members if m.name != me]
+    out: dict[str, dict[str, Any]] = {}
+    if not peers:
+        return out
+    timeout = aiohttp.ClientTimeout(total=FLEET_TIMEOUT_S)
+
+    async def ask(http: aiohttp.ClientSession, name: str, address: str) -> None:
+        try:
+            async with http.get(f"http://{address}/api/v1/health?local=true") as r:
+                if r.status != 200:
+                    raise ValueError(f"HTTP {r.status}")
+                out[name] = {**await r.json(), "answered": True}
+        except Exception as e:  # a peer's trouble is reported, not raised
+            out[name] = {"instance_id": name, "answered": False, "address": address,
+                         "error": f"{type(e).__name__}: {e}".rstrip(": ")}  # fmt: skip
+
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        await asyncio.gather(*(ask(http, m.name, m.address) for m in peers))
+    return out
+
+
+async def health(service: Service, *, local: bool = False) -> dict[str, Any]:
+    """The health of the whole fleet, whichever instance is asked.
+
+    With the shards shared among instances each one checks only its own; this instance then
+    asks every other live instance for its part (`local=true`: that instance's own checks only)
+    and merges them, a tablet or shard taken from the instance that owns it (during a handover
+    two may have checked it). `fleet` says who answered and which shards nobody checked. Asking
+    the peers when a reader asks costs no etcd write at all (publishing snapshots to etcd
+    would cost one write per instance per cycle, whether anyone reads them or not)."""
+    election = service.election
+    control = getattr(service.health, "control", None)
+    own = _own_part(service)
+    doc: dict[str, Any] = {
         "instance_id": service.settings.instance_id,
         "is_leader": election.is_leader,
         "leader_id": election.leader_id,
         "uptime_s": round(time.time() - service.started_at, 1),
-        "tablets": health_snapshot(service),
+        "tablets": own["tablets"],
+    }
+    if local:
+        return {**doc, **own, "scope": "instance"}
+    parts = {own["instance_id"]: {**own, "answered": True}}
+    note = None
+    if service.settings.health_share_shards:
+        try:
+            parts.update(await _peer_parts(service))
+        except TopoError as e:
+            note = f"live instances unreadable, this instance's share only: {e}"
+    tablets: dict[str, dict[str, Any]] = {}
+    problems: dict[str, Any] = {}
+    # Owners last, so that their view wins over a handover's.
+    for owner_pass in (False, True):
+        for part in parts.values():
+            owned = set(part.get("owned_shards") or ())
+            for alias, t in (part.get("tablets") or {}).items():
+                if (f"{t.get('keyspace')}/{t.get('shard')}" in owned) == owner_pass:
+                    tablets[alias] = {**t, "checked_by": part["instance_id"]}
+            for key, pr in (part.get("problems") or {}).items():
+                if (key in owned) == owner_pass:
+                    problems[key] = pr
+    covered = {k for p in parts.values() for k in p.get("checked_shards") or ()}
+    fleet = {
+        "scope": "fleet" if service.settings.health_share_shards else "instance",
+        "instances": {
+            name: {k: v for k, v in p.items() if k not in ("tablets", "problems", "recoveries")}
+            for name, p in sorted(parts.items())
+        },
+        "unchecked_shards": sorted(set(getattr(service.health, "shards", [])) - covered),
+        "note": note,
+    }
+    return {
+        **doc,
+        "tablets": dict(sorted(tablets.items())),
         **await recovery_history(service, limit=HEALTH_RECOVERIES),
-        "problems": problems() if callable(problems) else {},
+        "problems": dict(sorted(problems.items())),
         # Pauses in force as of the last health cycle (SetRecoveries, keyspace auto_recovery).
         "recovery_control": {
             "recoveries_enabled_setting": service.settings.recoveries_enabled,
             **(control.to_dict(service.health.keyspaces) if control is not None else {}),
         },
+        "fleet": fleet,
     }
 
 

@@ -34,7 +34,7 @@ async def get_positions(request: web.Request, service: Service, p: dict[str, Any
 
 
 async def get_health(request: web.Request, service: Service, p: dict[str, Any]) -> Any:
-    return await views.health(service)
+    return await views.health(service, local=bool(p["local"]))
 
 
 async def get_audit(request: web.Request, service: Service, p: dict[str, Any]) -> Any:
@@ -75,6 +75,9 @@ ROUTES = [
           (Param("action", "workflow_action", "only this action (UnlockShard, unlock-ddl-lock)"),
            Param("limit", "integer", "at most this many (default 100)"))),
     Route("GET", "/api/v1/health", get_health,
-          "Health-check snapshot of every tablet, recent recoveries (and blocked ones), and "
-          "leadership.", "status", "getHealth"),
+          "Health-check snapshot of every tablet of the fleet (with the shards shared among "
+          "instances, gathered from every live instance: `fleet` says who answered), recent "
+          "recoveries (and blocked ones), and leadership.", "status", "getHealth",
+          (Param("local", "bool", "only this instance's own checks (its share of the shards), "
+                 "as the other instances ask for it"),)),
 ]  # fmt: skip

@@ -1,10 +1,11 @@
-"""The health loop: every `health_interval_s`, check every tablet, analyse every shard, and (on
-the leader) start the recoveries.
+"""The health loop: every `health_interval_s`, check the tablets of the shards this instance
+owns, analyse those shards, and start their recoveries.
 
 One cycle:
   1. read the topology once: keyspaces, shards, tablets, held shard locks (a handful of etcd
      reads per cycle, whatever the number of tablets)
-  2. check every tablet in parallel (at most `health_concurrency` at a time), each bounded by
+  2. check the tablets of the shards this instance checks (`ownership`: the shards it owns by
+     rendezvous hashing over the live instances, and for a moment those it just lost), in parallel (at most `health_concurrency` at a time), each bounded by
      `health_timeout_s`, on connections of the checker's own: a check never waits behind a
      workflow's statement
   3. on the leader, after it became leader and every 30 s (sooner when a record left by a
@@ -12,16 +13,19 @@ One cycle:
      holder is gone; every 60 s: bound the recovery log (`Recoveries.maintain`); every cycle:
      clear the maintenance tags of windows that have ended (a compare-and-swap of the tablet
      record, so an extension written meanwhile is kept)
-  4. per shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and say so
-     in one sentence
+  4. per checked shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and
+     say so in one sentence; it recovers the shards this instance owns
 
-Every instance checks (so any instance can answer status queries from `snapshot()`); only the
-leader recovers.
+A change of the live instances (one died, one joined) runs a cycle at once. With
+`health_share_shards` off every instance checks every tablet and only the leader recovers (the
+behaviour before sharing). The sweeps and maintenance of step 3 stay on the leader either way:
+they are a few etcd reads per 30-60 s for the whole fleet, not worth dividing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable
@@ -34,6 +38,7 @@ from orchestrator.health import metrics
 from orchestrator.health.analysis import Problem, TabletHealth, analyze
 from orchestrator.health.control import RecoveryControl
 from orchestrator.health.control import load as load_control
+from orchestrator.health.ownership import Ownership
 from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
 from topo.errors import TopoError
 from topo.records import Keyspace, LockInfo, Shard, Tablet
@@ -73,7 +78,8 @@ class HealthChecker:
         )
         self._limit = asyncio.Semaphore(max(1, s.health_concurrency))
         self._health: dict[str, TabletHealth] = {}
-        self._tablets: dict[str, Tablet] = {}
+        self._tablets: dict[str, Tablet] = {}  # every tablet (for describing one)
+        self._checked: dict[str, Tablet] = {}  # those this instance checks
         self._problems: dict[str, list[Problem]] = {}
         self.recovery = Recoveries(self)
         self.cycles = 0
@@ -88,6 +94,18 @@ class HealthChecker:
         # The last cycle's recovery pauses and keyspaces (for /api/v1/health).
         self.control = RecoveryControl()
         self.keyspaces: list[Keyspace] = []
+        self.ownership = Ownership(
+            service.store.kv, service.store.root, s.instance_id, enabled=s.health_share_shards,
+            handover_s=2 * s.health_interval_s + s.health_timeout_s,
+        )  # fmt: skip
+        # This instance's own record of what it checked: cycles per shard ("ks/shard"), when it
+        # (last) began checking each shard it checks now and when it last checked each shard
+        # (time.time(), when the cycle's checks ended), and the shards it owns.
+        self.shard_checks: dict[str, int] = {}
+        self.checking_since: dict[str, float] = {}
+        self.last_checked_at: dict[str, float] = {}
+        self.owned: list[str] = []
+        self.shards: list[str] = []  # every shard of the last cycle's topology
 
     # -- what the API shows ------------------------------------------------------------------
 
@@ -147,11 +165,16 @@ class HealthChecker:
         loop = asyncio.get_running_loop()
         log.info("health checks started", interval_s=interval,
                  timeout_s=self.settings.health_timeout_s)  # fmt: skip
+        if self.ownership.enabled:  # know the live instances first (etcd down: go on alone)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(2.0, 2 * interval)):
+                    await self.ownership.first_read.wait()
         try:
             async with asyncio.TaskGroup() as tg:
                 self.recovery.task_group = tg
                 while True:
                     started = loop.time()
+                    wake = self.ownership.wake  # a change during the cycle: the next one at once
                     try:
                         await self.cycle()
                     except TopoError as e:
@@ -159,14 +182,19 @@ class HealthChecker:
                     except Exception:
                         log.exception("health cycle failed")
                     self.last_cycle_ms = round((loop.time() - started) * 1000, 1)
-                    await asyncio.sleep(max(0.0, interval - (loop.time() - started)))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, interval - (loop.time() - started))):
+                            await wake.wait()
         finally:
             self.recovery.task_group = None
             await self.pool.close()
 
     async def cycle(self) -> None:
         topo = await self.read_topology()
-        await self._check_all(topo.tablets)
+        own = self.ownership
+        checked_shards = {s.key for s in topo.shards if own.checks(s.key)}
+        checked = [t for t in topo.tablets if f"{t.keyspace}/{t.shard}" in checked_shards]
+        await self._check_all(topo.tablets, checked)
         leader = self.service.election.is_leader
         if leader:
             await self._sweep_interrupted(topo.locks)
@@ -176,12 +204,16 @@ class HealthChecker:
         self.control = control
         paused: dict[tuple[str, str], bool] = {}
         by_shard: dict[str, list[Tablet]] = {}
-        for t in topo.tablets:
+        for t in checked:
             by_shard.setdefault(f"{t.keyspace}/{t.shard}", []).append(t)
-        seen = set()
+        now = time.time()
         for shard in topo.shards:
             key = shard.key
-            seen.add(key)
+            if key not in checked_shards:
+                continue
+            self.shard_checks[key] = self.shard_checks.get(key, 0) + 1
+            self.checking_since.setdefault(key, now)
+            self.last_checked_at[key] = now
             problems = analyze(
                 shard, by_shard.get(key, []), self._health, lock=topo.locks.get(key),
                 unhealthy_checks=self.settings.unhealthy_checks_to_spare,
@@ -192,18 +224,26 @@ class HealthChecker:
             paused[(shard.keyspace, shard.name)] = not self.settings.recoveries_enabled or (
                 control.paused(shard.keyspace, shard.name, keyspace) is not None
             )
+            if own.enabled:
+                recover, why_not = own.owns(key), f"owned by {own.owner(key)}"
+            else:
+                recover, why_not = leader, "not the leader"
             try:
                 await self.recovery.consider(
-                    keyspace, key, problems, leader=leader, control=control
+                    keyspace, key, problems, recover=recover, why_not=why_not, control=control
                 )
             except TopoError as e:
                 log.warning(f"no action: shard {key}: topology unavailable", error=str(e))
             except Exception:
                 log.exception(f"no action: shard {key}: deciding its recovery failed")
-        for key in set(self._problems) - seen:
+        for key in set(self._problems) - checked_shards:
             del self._problems[key]
-        metrics.set_tablets(topo.tablets, self._health)
-        metrics.set_health_gauges(topo.tablets, self._health, self._problems, paused)
+        for key in set(self.checking_since) - checked_shards:
+            del self.checking_since[key]
+        self.owned = sorted(k for k in checked_shards if own.owns(k))
+        self.shards = sorted(s.key for s in topo.shards)
+        metrics.set_tablets(checked, self._health)
+        metrics.set_health_gauges(checked, self._health, self._problems, paused)
         self.keyspaces = list(topo.keyspaces.values())
         self.cycles += 1
         self.last_cycle_at = time.time()
@@ -224,16 +264,20 @@ class HealthChecker:
 
     # -- checks ---------------------------------------------------------------------------------
 
-    async def _check_all(self, tablets: list[Tablet]) -> None:
+    async def _check_all(self, tablets: list[Tablet], checked: list[Tablet]) -> None:
+        """Check `checked` (of every tablet, `tablets`); a tablet no longer checked here (gone,
+        or its shard now checked by another instance) loses its connection and its health: if
+        its shard comes back, it starts afresh rather than from a stale count of failures."""
         current = {t.alias: t for t in tablets}
-        for alias, old in list(self._tablets.items()):
-            new = current.get(alias)
+        mine = {t.alias: t for t in checked}
+        for alias, old in list(self._checked.items()):
+            new = mine.get(alias)
             if new is None or new.address != old.address:
                 await self.pool.drop(old)
                 if new is None:
                     self._health.pop(alias, None)
-        self._tablets = current
-        await self.check_now(tablets)
+        self._tablets, self._checked = current, mine
+        await self.check_now(checked)
 
     async def check_now(self, tablets: Iterable[Tablet]) -> dict[str, TabletHealth]:
         """Check these tablets now (updating the latest health); returns every tablet's health."""

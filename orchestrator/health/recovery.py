@@ -1,6 +1,7 @@
 """Recovery: from the problems `analysis` found to the workflow that fixes each one.
 
-Only the leader recovers. Every recovery is re-confirmed on fresh data right before it acts (a
+Only the instance that owns a shard recovers it (`ownership`; the leader when shards are not
+shared). Every recovery is re-confirmed on fresh data right before it acts (a
 new read of the shard and a new health check of its tablets), because the analysis it started
 from may be a cycle old:
 
@@ -136,7 +137,7 @@ class _Skipped(Exception):
 
 
 class Recoveries:
-    """Decides, runs and records the recoveries of every shard (leader only)."""
+    """Decides, runs and records the recoveries of the shards this instance owns."""
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker
@@ -170,10 +171,12 @@ class Recoveries:
     # -- deciding ----------------------------------------------------------------------------
 
     async def consider(
-        self, keyspace: Keyspace | None, shard_key: str, problems: list[Problem], *, leader: bool,
-        control: RecoveryControl | None = None,
+        self, keyspace: Keyspace | None, shard_key: str, problems: list[Problem], *, recover: bool,
+        why_not: str = "not the leader", control: RecoveryControl | None = None,
     ) -> None:  # fmt: skip
-        """Decide what to do about one shard's problems and say it in one sentence."""
+        """Decide what to do about one shard's problems and say it in one sentence. Only with
+        `recover` (this instance owns the shard, or leads when shards are not shared) does it
+        act; otherwise it says `why_not`."""
         if not problems:
             self._say(shard_key, f"no action: shard {shard_key} healthy", quiet=True)
             return
@@ -187,10 +190,8 @@ class Recoveries:
         if not actionable:
             self._say(shard_key, f"no action: shard {shard_key}: {listing} (report only)")
             return
-        if not leader:
-            self._say(
-                shard_key, f"no action: shard {shard_key}: {listing}; not the leader", quiet=True
-            )
+        if not recover:
+            self._say(shard_key, f"no action: shard {shard_key}: {listing}; {why_not}", quiet=True)
             return
         if not self.settings.recoveries_enabled:  # the operator's off switch: say it, no more
             self._say(
