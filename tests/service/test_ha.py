@@ -33,13 +33,16 @@ async def test_one_leader_and_a_follower_takes_over_and_recovers(
     shard_factory: ShardFactory, service_factory: ServiceFactory
 ) -> None:
     shard = await shard_factory(tablets=3)
-    a = await start_service(shard, service_factory, instance_id="orc-a")
-    b = await service_factory(shard, **FAST, instance_id="orc-b")
+    # Shards not shared (the setting off): every instance checks every tablet, the leader
+    # recovers (tests/service/test_health_share.py covers the shared mode).
+    a = await start_service(shard, service_factory, instance_id="orc-a", health_share_shards=False)
+    b = await service_factory(shard, **FAST, instance_id="orc-b", health_share_shards=False)
     await wait_for(lambda: b.service.health.cycles >= 2, 5, "the follower's health checks")
     assert (a.service.election.is_leader, b.service.election.is_leader) == (True, False)
     assert b.service.election.leader_id == "orc-a"
     assert await election_holder(shard) == "orc-a"
     # Both check every tablet; only the leader would recover.
+    assert set(a.service.health.snapshot()) == set(shard.aliases)
     assert set(b.service.health.snapshot()) == set(shard.aliases)
 
     stopped_at = time.monotonic()
@@ -118,18 +121,27 @@ def _serve_in_subprocess(shard: Shard, instance_id: str, log_path: Path) -> subp
 async def test_new_leader_respects_the_block_period_of_the_previous_one(
     shard_factory: ShardFactory, service_factory: ServiceFactory
 ) -> None:
+    """The instance that recovers the shard (the leader, or with shards shared its owner)
+    stops; the one that recovers it next blocks the second failover (the block is in etcd)."""
     shard = await shard_factory(tablets=3)
     a = await start_service(shard, service_factory, instance_id="orc-a", recovery_block_s=60)
     b = await service_factory(shard, **FAST, instance_id="orc-b", recovery_block_s=60)
+    await wait_for(lambda: b.service.health.ownership.live == {"orc-a", "orc-b"}, 5, "both live")
     shard.server("zone1-101").kill()
-    await wait_for(lambda: recoveries(a, ProblemKind.DEAD_PRIMARY, "succeeded"), 10,
-                   "orc-a's failover")  # fmt: skip
+    ran = await wait_for(
+        lambda: [rs for rs in (a, b) if recoveries(rs, ProblemKind.DEAD_PRIMARY, "succeeded")],
+        10, "the failover",
+    )  # fmt: skip
+    (first,) = ran
+    other = b if first is a else a
     second = await shard.check_invariants()
 
-    await a.stop()
-    await wait_for(lambda: b.service.election.is_leader, ELECTION_TTL_S + 1, "orc-b to lead")
+    await first.stop()
     shard.server(second).kill()
-    blocked = await wait_for(lambda: recoveries(b, ProblemKind.DEAD_PRIMARY, "blocked"), 5,
-                             "orc-b to block the second failover")  # fmt: skip
+    blocked = await wait_for(
+        lambda: recoveries(other, ProblemKind.DEAD_PRIMARY, "blocked"), ELECTION_TTL_S + 5,
+        f"{other.service.settings.instance_id} to block the second failover",
+    )  # fmt: skip
     assert "anti-flapping" in blocked[0]["reason"]
     assert await shard.primary_alias() == second
+    assert recoveries(other, ProblemKind.DEAD_PRIMARY, "succeeded") == []
