@@ -57,8 +57,8 @@ async def tablets_with_health(
     if keyspace is not None:
         await service.store.get_keyspace(keyspace)
     recs = await service.store.list_tablets(keyspace=keyspace, shard=shard, cell=cell)
-    snap = health_snapshot(service)
-    problems = service.health.problems()
+    # The whole fleet's checks (each instance checks its share of the shards).
+    snap, problems, _ = await fleet_health(service)
     by_address = {t.address: t.alias for t in await service.store.list_tablets()}
     shard_primaries: dict[str, str | None] = {}
     out = []
@@ -324,27 +324,11 @@ async def _peer_parts(service: Service) -> dict[str, dict[str, Any]]:
     return out
 
 
-async def health(service: Service, *, local: bool = False) -> dict[str, Any]:
-    """The health of the whole fleet, whichever instance is asked.
-
-    With the shards shared among instances each one checks only its own; this instance then
-    asks every other live instance for its part (`local=true`: that instance's own checks only)
-    and merges them, a tablet or shard taken from the instance that owns it (during a handover
-    two may have checked it). `fleet` says who answered and which shards nobody checked. Asking
-    the peers when a reader asks costs no etcd write at all (publishing snapshots to etcd
-    would cost one write per instance per cycle, whether anyone reads them or not)."""
-    election = service.election
-    control = getattr(service.health, "control", None)
+async def fleet_health(
+    service: Service,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """(tablets, problems, fleet): every instance's latest checks merged (see `health`)."""
     own = _own_part(service)
-    doc: dict[str, Any] = {
-        "instance_id": service.settings.instance_id,
-        "is_leader": election.is_leader,
-        "leader_id": election.leader_id,
-        "uptime_s": round(time.time() - service.started_at, 1),
-        "tablets": own["tablets"],
-    }
-    if local:
-        return {**doc, **own, "scope": "instance"}
     parts = {own["instance_id"]: {**own, "answered": True}}
     note = None
     if service.settings.health_share_shards:
@@ -374,11 +358,36 @@ async def health(service: Service, *, local: bool = False) -> dict[str, Any]:
         "unchecked_shards": sorted(set(getattr(service.health, "shards", [])) - covered),
         "note": note,
     }
+    return dict(sorted(tablets.items())), dict(sorted(problems.items())), fleet
+
+
+async def health(service: Service, *, local: bool = False) -> dict[str, Any]:
+    """The health of the whole fleet, whichever instance is asked.
+
+    With the shards shared among instances each one checks only its own; this instance then
+    asks every other live instance for its part (`local=true`: that instance's own checks only)
+    and merges them, a tablet or shard taken from the instance that owns it (during a handover
+    two may have checked it). `fleet` says who answered and which shards nobody checked. Asking
+    the peers when a reader asks costs no etcd write at all (publishing snapshots to etcd
+    would cost one write per instance per cycle, whether anyone reads them or not)."""
+    election = service.election
+    control = getattr(service.health, "control", None)
+    own = _own_part(service)
+    doc: dict[str, Any] = {
+        "instance_id": service.settings.instance_id,
+        "is_leader": election.is_leader,
+        "leader_id": election.leader_id,
+        "uptime_s": round(time.time() - service.started_at, 1),
+        "tablets": own["tablets"],
+    }
+    if local:
+        return {**doc, **own, "scope": "instance"}
+    tablets, problems, fleet = await fleet_health(service)
     return {
         **doc,
-        "tablets": dict(sorted(tablets.items())),
+        "tablets": tablets,
         **await recovery_history(service, limit=HEALTH_RECOVERIES),
-        "problems": dict(sorted(problems.items())),
+        "problems": problems,
         # Pauses in force as of the last health cycle (SetRecoveries, keyspace auto_recovery).
         "recovery_control": {
             "recoveries_enabled_setting": service.settings.recoveries_enabled,

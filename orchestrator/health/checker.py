@@ -96,7 +96,9 @@ class HealthChecker:
         self.keyspaces: list[Keyspace] = []
         self.ownership = Ownership(
             service.store.kv, service.store.root, s.instance_id, enabled=s.health_share_shards,
-            handover_s=2 * s.health_interval_s + s.health_timeout_s,
+            # Long enough for the new owner's first cycle also on a busy host (checking twice
+            # costs only CPU): two cycles, and at least the lease TTL.
+            handover_s=max(2 * s.health_interval_s + s.health_timeout_s, s.election_ttl_s),
         )  # fmt: skip
         # This instance's own record of what it checked: cycles per shard ("ks/shard"), when it
         # (last) began checking each shard it checks now and when it last checked each shard

@@ -16,8 +16,9 @@ share of the shards (about 1/N of them), never reshuffles the rest.
   within the lease TTL plus one cycle.
 - An instance that joins: it owns nothing until its own key is registered (before that the
   others do not know it either); from then on it checks its share at once, and the instance
-  that lost a shard keeps checking it for `handover_s` more (two check intervals) without
-  recovering it, so there is no gap in checking (checking twice is harmless).
+  that lost a shard keeps checking it for `handover_s` more (two check intervals, at least the
+  lease TTL) without recovering it, so there is no gap in checking (checking twice is
+  harmless).
 - With no live instance registered at all (a lone instance starting, before its key is in
   etcd) an instance owns every shard, so a single instance never waits to check. The checker
   waits for the first read of the registry (bounded) before its first cycle, so a joining

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from migration.members import MemberStore
+from orchestrator import views
 from orchestrator.health.analysis import ProblemKind
 from orchestrator.health.ownership import owner_of
 from tests.fixtures_cluster import Shard, ShardsFactory
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.slow
 
 TTL_S = FAST["election_ttl_s"]
 INTERVAL_S = FAST["health_interval_s"]
-# How long an instance keeps checking a shard it lost (`HealthChecker`: 2 intervals + timeout).
-HANDOVER_S = 2 * INTERVAL_S + FAST["health_timeout_s"]
+# How long an instance keeps checking a shard it lost (`HealthChecker`: 2 cycles, >= the TTL).
+HANDOVER_S = max(2 * INTERVAL_S + FAST["health_timeout_s"], TTL_S)
 
 
 def key(shard: Shard) -> str:
@@ -69,6 +70,7 @@ async def test_three_instances_check_each_shard_once_and_a_join_leaves_no_gap(
         rss[name] = await service_factory(shards[0], **FAST, instance_id=name)
     await wait_for(lambda: all(rs.service.health.ownership.live == set(first)
                                for rs in rss.values()), 10, "two live instances")  # fmt: skip
+    assert rss["orc-a"].service.health.ownership.handover_s == HANDOVER_S
     await wait_for(lambda: all(k in rss[owner_of(k, first)].service.health.checking_since
                                for k in keys), 10, "every shard checked")  # fmt: skip
 
@@ -116,6 +118,8 @@ async def test_three_instances_check_each_shard_once_and_a_join_leaves_no_gap(
         assert sorted(fleet["instances"]) == sorted(ids)
         assert all(i["answered"] for i in fleet["instances"].values())
         assert set(doc["problems"]) == set(keys)
+        listed = (await views.tablets_with_health(rs.service))["tablets"]  # GetTablets
+        assert {t["alias"] for t in listed if t["healthy"]} == aliases, n
         local = await get_json(f"{rs.url}/api/v1/health?local=true")
         assert local["scope"] == "instance" and local["owned_shards"] == rs.service.health.owned
     assert all(recoveries(rs, ProblemKind.DEAD_PRIMARY) == [] for rs in rss.values())
