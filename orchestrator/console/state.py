@@ -158,7 +158,8 @@ class ShardPage:
             "serving": shard["is_primary_serving"],
             "lock": shard["lock"],
             "recovery": shard["recoveries"],
-            "problems": service.health.problems().get(f"{ks}/{name}", []),
+            # Every instance's analysis (with the shards shared, another may own this one).
+            "problems": (await views.fleet_health(service))[1].get(f"{ks}/{name}", []),
             "tablets": tablets,
             "now": time.time(),
             "recoveries": rec["recoveries"],
