@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import aiomysql
-import pymysql
+from asyncmy import errors as driver_errors
+from asyncmy.connection import Connection as DriverConnection
+from asyncmy.cursors import DictCursor
 
 from mysqlctl.errors import (
     MysqlError,
@@ -44,13 +45,15 @@ __all__ = ["MysqlClient", "MysqlParams", "ReplicationStatus", "ServerStatus"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Connection = Any  # aiomysql ships no type information
+Connection = Any  # the driver's Connection is a Cython class; its stubs are partial
 Work = Callable[[Connection, Flavor], Awaitable[T]]
 
 # Client-side error numbers that mean "this connection is gone", plus the server's own
 # "shutdown in progress" (1053) and MariaDB's "connection was killed" (1927).
 _LOST_CONNECTION_CODES = frozenset({2002, 2003, 2006, 2013, 2055, 1053, 1927})
 _UNKNOWN_THREAD = 1094
+# Marks a status statement the server would not prepare: it runs in the text protocol.
+_TEXT_PROTOCOL = object()
 # Extra time granted to a client-side deadline around a server-side wait, so that the server's
 # own timeout (which gives a clean answer) fires first.
 _WAIT_GRACE_S = 1.0
@@ -64,10 +67,10 @@ _FENCE_TRY_S = 1.0
 SEMI_SYNC_PRIMARY_TIMEOUT_MS = 10_000_000
 
 
-class _Cursor(aiomysql.DictCursor):
-    """Rows as dicts, and server warnings left alone: aiomysql would fetch them with an extra
-    round trip and re-raise them as Python warnings (e.g. "Slave already has been stopped" on
-    every idempotent STOP SLAVE), which is noise for a control plane."""
+class _Cursor(DictCursor):
+    """Rows as dicts, and server warnings left alone: the driver would fetch them with an extra
+    round trip and log each one (e.g. "Slave already has been stopped" on every idempotent STOP
+    SLAVE), which is noise for a control plane."""
 
     async def _show_warnings(self, conn: Any) -> None:
         return None
@@ -104,6 +107,8 @@ class MysqlClient:
         self._flavor: Flavor | None = None
         # Server thread ids of connections abandoned mid-statement: killed on the next connect.
         self._to_kill: list[int] = []
+        # The status statements prepared on the shared connection (see status()).
+        self._prepared: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"MysqlClient({self.address})"
@@ -140,7 +145,8 @@ class MysqlClient:
         """Close the shared connection. Never waits on a server: if the connection is busy or
         the server does not answer the goodbye quickly, the socket is simply closed."""
         conn, self._conn = self._conn, None
-        if conn is None or conn.closed:
+        self._prepared = {}
+        if conn is None or not conn.connected:
             return
         if self._lock.locked():
             conn.close()
@@ -207,11 +213,19 @@ class MysqlClient:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self, *, timeout: float | None = None) -> ServerStatus:
-        """One snapshot in one round trip (a second one only when errant GTIDs need
-        confirming, see :meth:`Flavor.recheck_errant`)."""
+        """One snapshot: the flavor's status statements in order, one round trip each (a last
+        one only when errant GTIDs need confirming, see :meth:`Flavor.recheck_errant`).
+
+        Health checks call this for every tablet every second, so its cost bounds how many
+        tablets one process checks. Each statement is prepared once per connection and then
+        executed in the binary protocol: the driver recognises the column definitions it parsed
+        at the first execution and reuses them, where the text protocol had it parse all 54 of
+        ``SHOW SLAVE STATUS`` on every check (most of a check's CPU). Every execution still
+        reads the server's current state; nothing is cached but the columns' descriptions.
+        """
 
         async def work(conn: Connection, flavor: Flavor) -> ServerStatus:
-            results = await _fetch_sets(conn, flavor.status_queries())
+            results = [await self._fetch_prepared(conn, sql) for sql in flavor.status_queries()]
             snapshot = flavor.parse_status(results)
             if not snapshot.errant.is_empty():
                 rows = await _fetch(conn, flavor.applied_position())
@@ -275,7 +289,7 @@ class MysqlClient:
                     " WHERE state LIKE 'Waiting for semi-sync ACK%%' AND id <> CONNECTION_ID()"
                 )
                 for row in await cursor.fetchall():
-                    with contextlib.suppress(pymysql.err.OperationalError):
+                    with contextlib.suppress(driver_errors.OperationalError):
                         await cursor.execute(f"KILL {int(row['id'])}")
 
         await self._run(work, timeout=timeout, retry=False, dedicated=True)
@@ -508,12 +522,12 @@ class MysqlClient:
     async def _quit(self, conn: Connection) -> None:
         """Say goodbye (so the server does not count an aborted connection), but never wait
         for it long; the socket is closed in any case."""
-        if conn.closed:
+        if not conn.connected:
             return
         try:
             async with asyncio.timeout(min(0.2, self._params.connect_timeout)):
                 await conn.ensure_closed()
-        except (TimeoutError, OSError, pymysql.err.Error):
+        except (TimeoutError, OSError, driver_errors.Error):
             pass
         finally:
             conn.close()
@@ -588,6 +602,7 @@ class MysqlClient:
                 reused = self._conn is not None
                 if self._conn is None:
                     self._conn, self._flavor = await self._open()
+                    self._prepared = {}  # statement ids live and die with their connection
                 try:
                     return await self._attempt(self._conn, self._flavor, work, limit)
                 except MysqlUnreachableError:
@@ -616,7 +631,7 @@ class MysqlClient:
             raise MysqlTimeoutError(
                 f"{self.address}: no answer within {limit:g}s", address=self.address
             ) from None
-        except pymysql.err.Error as exc:
+        except driver_errors.Error as exc:
             error = translate_error(exc, self.address)
             if isinstance(error, MysqlUnreachableError):
                 self._drop(conn)
@@ -635,10 +650,29 @@ class MysqlClient:
             self._drop(conn, kill=True)
             raise
 
+    async def _fetch_prepared(self, conn: Connection, sql: str) -> list[dict[str, Any]]:
+        """Run an argument-free query as a prepared statement of the shared connection,
+        preparing it on first use; a server that refuses to prepare it (``ER_UNSUPPORTED_PS``:
+        MySQL 8 for some ``SHOW`` forms) gets it in the text protocol from then on."""
+        statement: Any = self._prepared.get(sql)
+        if statement is None:
+            try:
+                statement = await conn.prepare(sql)
+            except driver_errors.Error as exc:
+                if isinstance(translate_error(exc, self.address), MysqlUnreachableError):
+                    raise
+                statement = _TEXT_PROTOCOL
+            self._prepared[sql] = statement
+        if statement is _TEXT_PROTOCOL:
+            return await _fetch(conn, Statement(sql))
+        result = await statement.execute()
+        names = [column[0] for column in result.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in result.rows or ()]
+
     def _drop(self, conn: Connection, *, kill: bool = False) -> None:
         """Forget a connection whose state is unknown; remember its server thread if the
         statement it ran may still be running, so that the next connection kills it."""
-        # aiomysql closes the socket itself when cancelled mid-read, but the server thread
+        # The driver closes the socket itself when cancelled mid-read, but the server thread
         # (and its statement) live on.
         thread_id = getattr(conn, "server_thread_id", None)
         if kill and thread_id:
@@ -646,6 +680,7 @@ class MysqlClient:
         conn.close()
         if conn is self._conn:
             self._conn = None
+            self._prepared = {}
 
     async def _open(self) -> tuple[Connection, Flavor]:
         """Connect, detect the flavor, kill abandoned statements; all within connect_timeout."""
@@ -668,7 +703,7 @@ class MysqlClient:
             try:
                 async with conn.cursor() as cursor:
                     await cursor.execute(f"KILL {int(thread_id)}")
-            except pymysql.err.Error as exc:
+            except driver_errors.Error as exc:
                 if _code(exc) != _UNKNOWN_THREAD:
                     log.warning("%s: could not kill thread %s: %s", self.address, thread_id, exc)
 
@@ -687,21 +722,21 @@ async def open_connection(
 
     The connection object is built first so that a connect cut short by the deadline can
     still close its socket."""
-    conn = aiomysql.Connection(
+    conn = DriverConnection(
         host=params.host,
         port=params.port,
         user=params.user,
         password=params.password,
-        db=database,
+        database=database,
         connect_timeout=params.connect_timeout,
         autocommit=autocommit,
         charset="utf8mb4",
-        cursorclass=cursorclass,
+        cursor_cls=cursorclass,
     )
     address = params.address
     try:
         async with asyncio.timeout(params.connect_timeout) as deadline:
-            await conn._connect()
+            await conn.connect()
             if setup is not None:
                 await setup(conn)
     except TimeoutError as exc:
@@ -714,7 +749,7 @@ async def open_connection(
             f"{address}: no answer within connect timeout {params.connect_timeout:g}s",
             address=address,
         ) from None
-    except pymysql.err.Error as exc:
+    except driver_errors.Error as exc:
         conn.close()
         raise translate_error(exc, address, connecting=True) from exc
     except OSError as exc:
@@ -736,17 +771,6 @@ async def _fetch(conn: Connection, statement: Statement) -> list[dict[str, Any]]
         return list(await cursor.fetchall())
 
 
-async def _fetch_sets(conn: Connection, queries: Sequence[str]) -> list[list[dict[str, Any]]]:
-    """Send argument-free queries as one multi-statement and return every result set."""
-    results: list[list[dict[str, Any]]] = []
-    async with conn.cursor() as cursor:
-        await cursor.execute("; ".join(queries))
-        results.append(list(await cursor.fetchall()))
-        while await cursor.nextset():
-            results.append(list(await cursor.fetchall()))
-    return results
-
-
 def _args(args: Sequence[object] | None) -> tuple[object, ...] | None:
     return None if args is None else tuple(args)
 
@@ -758,13 +782,13 @@ def _code(exc: BaseException) -> int | None:
 
 
 def translate_error(
-    exc: pymysql.err.Error, address: str, *, connecting: bool = False
+    exc: driver_errors.Error, address: str, *, connecting: bool = False
 ) -> MysqlError:
     """Map a driver error to our hierarchy: lost or refused connections are "unreachable",
     everything the server said is a :class:`MysqlServerError` with its code."""
     code = _code(exc)
     message = exc.args[1] if len(exc.args) > 1 else str(exc)
-    if isinstance(exc, pymysql.err.InterfaceError) or code in _LOST_CONNECTION_CODES:
+    if isinstance(exc, driver_errors.InterfaceError) or code in _LOST_CONNECTION_CODES:
         verb = "cannot connect" if connecting else "connection lost"
         return MysqlUnreachableError(f"{address}: {verb}: {message}", address=address, code=code)
     return MysqlServerError(f"{address}: error {code}: {message}", address=address, code=code)

@@ -12,7 +12,7 @@ can be installed on our test machines, so :class:`Mysql8Flavor` is checked only 
 tests against the documented syntax (8.0.23+ ``REPLICA``/``SOURCE`` spellings) and column names.
 
 Strings (host, user, password, positions) always travel as statement arguments, escaped by the
-client library with the connection's own rules (pymysql interpolates on the client, which also
+client library with the connection's own rules (the driver interpolates on the client, which also
 covers ``CHANGE MASTER``, where servers accept no placeholders). Numbers are validated and then
 written as literals.
 """
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pymysql.converters import escape_item
+from asyncmy.converters import escape_item
 
 from mysqlctl.errors import UnsupportedFlavorError
 from mysqlctl.gtid import MariadbGtidSet, MysqlGtidSet, Position, find_errant
@@ -63,7 +63,7 @@ class Statement:
     secret: bool = False
 
     def render(self) -> str:
-        """The statement as the server would receive it (pymysql's escaping, backslash mode).
+        """The statement as the server would receive it (the driver's escaping, backslash mode).
 
         For tests and debugging; the client passes ``sql`` and ``args`` to the driver instead,
         which escapes with the connection's own character set and SQL mode.
@@ -107,7 +107,7 @@ class ReplicationStatus:
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """One snapshot of a server, read in a single round trip (health checks poll it often).
+    """One snapshot of a server, read by one call (health checks poll it often).
 
     ``position`` is everything the server executed (MariaDB ``@@gtid_binlog_pos``, MySQL
     ``@@gtid_executed``). ``replication`` is ``None`` when the server is not configured as a
@@ -159,7 +159,7 @@ class Flavor(abc.ABC):
     @abc.abstractmethod
     def status_queries(self) -> tuple[str, ...]:
         """Statements without arguments whose result sets :meth:`parse_status` reads; the
-        client sends them as one multi-statement round trip."""
+        client runs them in this order, each as a prepared statement of its connection."""
 
     @abc.abstractmethod
     def parse_status(self, results: Sequence[Sequence[Row]]) -> ServerStatus:

@@ -78,7 +78,7 @@ async def write_journal_entry(
         " (time_created_ns, action_name, primary_alias, replication_position)"
         " VALUES (%s, %s, %s, %s)"
     )
-    # Text, not bytes: aiomysql 0.3 cannot escape bytes with current PyMySQL.
+    # Text arguments, as the columns are text.
     args = (entry.time_created_ns, entry.action_name, entry.primary_alias,
             entry.replication_position)  # fmt: skip
     try:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
-import aiomysql
-import pymysql
+from asyncmy import errors as driver_errors
+from asyncmy.cursors import Cursor
 
 from mysqlctl.client import MysqlParams, open_connection, translate_error
 from mysqlctl.errors import MysqlError, MysqlTimeoutError, MysqlUnreachableError
@@ -29,7 +29,7 @@ from mysqlctl.errors import MysqlError, MysqlTimeoutError, MysqlUnreachableError
 __all__ = ["Session", "open_session"]
 
 
-class _QuietCursor(aiomysql.Cursor):
+class _QuietCursor(Cursor):
     """Tuples, and no extra round trip to fetch warnings (see mysqlctl.client._Cursor)."""
 
     async def _show_warnings(self, conn: Any) -> None:
@@ -60,7 +60,7 @@ class Session:
 
     @property
     def closed(self) -> bool:
-        return self._conn is None or bool(self._conn.closed)
+        return self._conn is None or not self._conn.connected
 
     async def __aenter__(self) -> Self:
         return self
@@ -75,7 +75,7 @@ class Session:
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None or conn.closed:
+        if conn is None or not conn.connected:
             return
         try:
             async with asyncio.timeout(1.0):
@@ -135,8 +135,8 @@ class Session:
 
     def escape(self, value: object) -> str:
         """``value`` as an SQL literal in this connection's character set; a tuple or list
-        becomes a row constructor ``(a, b)``, bytes a hex literal ``X'00ff'`` (aiomysql's own
-        escaping of bytes raises TypeError with the PyMySQL it runs with)."""
+        becomes a row constructor ``(a, b)``, bytes a hex literal ``X'00ff'`` (independent of
+        the connection's character set, which the driver's quoting of bytes depends on)."""
         assert self._conn is not None
         if isinstance(value, tuple | list):
             item = self._literal
@@ -154,7 +154,7 @@ class Session:
         return sql if args is None else sql % tuple(self._literal(a) for a in args)
 
     async def _run(self, work: Any, timeout: float | None) -> Any:
-        if self._conn is None or self._conn.closed:
+        if self._conn is None or not self._conn.connected:
             raise MysqlUnreachableError(
                 f"{self.address}: the session's connection is closed", address=self.address
             )
@@ -168,7 +168,7 @@ class Session:
             raise MysqlTimeoutError(
                 f"{self.address}: no answer within {limit:g}s", address=self.address
             ) from None
-        except pymysql.err.Error as exc:
+        except driver_errors.Error as exc:
             error = translate_error(exc, self.address)
             if isinstance(error, MysqlUnreachableError):
                 self._abandon()

@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomysql
-import pymysql
+import asyncmy
+from asyncmy import errors as driver_errors
+from asyncmy.connection import Connection as DriverConnection
 
 from orchestrator.local.ports import free_port
 
@@ -455,16 +456,16 @@ async def _answers(server: MariadbServer, user: str, password: str) -> bool:
     Short, because the port may belong to someone else who accepts and never answers (we lost
     the race for it), and the server's own abort is checked between probes.
     """
-    conn = aiomysql.Connection(
+    conn = DriverConnection(
         **_root_or_tcp(server, user), user=user, password=password, connect_timeout=0.5
     )
     try:
         async with asyncio.timeout(0.5):
-            await conn._connect()
+            await conn.connect()
             async with conn.cursor() as cursor:
                 await cursor.execute("SELECT 1")
         return True
-    except pymysql.err.OperationalError as exc:
+    except driver_errors.OperationalError as exc:
         if exc.args and exc.args[0] == 1045:
             raise MariadbStartError(
                 f"{server.name} (port {server.port}) is up but refuses {user!r}: {exc}"
@@ -489,7 +490,7 @@ async def _create_users(server: MariadbServer) -> None:
     """Admin user (everything, for the orchestrator and replication), app user (data only: no
     SUPER or READ ONLY ADMIN, so ``read_only`` fences it), root reachable only through the local
     socket with the admin password, and an empty binlog and GTID state."""
-    conn = await aiomysql.connect(
+    conn = await asyncmy.connect(
         **_root_or_tcp(server, "root"), user="root", password="", connect_timeout=5.0
     )
     try:
