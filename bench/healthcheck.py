@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import check_variants
 from bench.common import percentile, run_main, summary_ms, sweep, write_json
 from mysqlctl.client import MysqlClient, MysqlParams
 from orchestrator import metrics as orc_metrics
@@ -466,7 +467,10 @@ async def main(args: argparse.Namespace) -> None:
                 f"etcd + {n_servers} MariaDB servers ({len(fleet.groups)} replication groups of "
                 f"{args.per_shard}) up in {time.monotonic() - t:.1f} s"
             )
-            doc = await run(etcd.endpoint, fleet, n_servers, args)
+            if args.variants is not None:
+                doc = await run_variants(fleet, n_servers, args)
+            else:
+                doc = await run(etcd.endpoint, fleet, n_servers, args)
         finally:
             if fleet is not None:
                 for g in fleet.groups:
@@ -475,6 +479,48 @@ async def main(args: argparse.Namespace) -> None:
             etcd.kill()
             await sweep(d)
     write_json(args.json, doc)
+
+
+async def run_variants(fleet: Fleet, n_servers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """`--variants`: the MySQL read of a check with each driver and statement choice, side by
+    side over the same fleet (see bench/check_variants.py)."""
+    servers = {(s.host, s.port): s for g in fleet.groups for s in g}
+    targets = []
+    for n in range(math.ceil(args.tablets / fleet.per_shard)):
+        for tablet in fleet.shard(n)[1]:
+            server = servers[(tablet.mysql_host, tablet.mysql_port)]
+            targets.append(
+                check_variants.Target(
+                    server.host, server.port, server.admin_user, server.admin_password
+                )
+            )
+    names = [v.strip() for v in args.variants.split(",") if v.strip()] or list(
+        check_variants.VARIANTS
+    )
+    unknown = sorted(set(names) - set(check_variants.VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {', '.join(check_variants.VARIANTS)}")
+    log(
+        f"{len(targets)} simulated tablets over {n_servers} MariaDB servers "
+        f"({len(targets) / n_servers:.1f} per server, one connection each), every "
+        f"{args.interval:g} s for {args.seconds:g} s per variant, concurrency {args.concurrency}:"
+    )
+    host0 = _host_cpu()
+    results = await check_variants.compare(
+        targets, names, args.seconds, args.interval, args.concurrency, log
+    )
+    host1 = _host_cpu()
+    busy = (host1[0] - host0[0]) / max(1.0, host1[1] - host0[1])
+    log(f"host ({os.cpu_count()} CPUs, shared with the MariaDB servers): {busy * 100:.0f}% busy")
+    return {
+        "tablets": len(targets),
+        "servers": n_servers,
+        "interval_s": args.interval,
+        "seconds_per_variant": args.seconds,
+        "concurrency": args.concurrency,
+        "host_cpu_busy_fraction": round(busy, 3),
+        "variants": results,
+    }
 
 
 async def run(etcd: str, fleet: Fleet, n_servers: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -607,5 +653,13 @@ if __name__ == "__main__":
     p.add_argument("--no-ramp", action="store_true")
     p.add_argument("--shared-connections", action="store_true")
     p.add_argument("--profile", help="pyinstrument output of the main run (.html or text)")
+    p.add_argument(
+        "--variants",
+        nargs="?",
+        const="",
+        help="instead of the checker: the MySQL read of a check with each driver/statement "
+        f"choice side by side (comma-separated subset of {','.join(check_variants.VARIANTS)}; "
+        "all if empty)",
+    )
     p.add_argument("--json")
     run_main(main(p.parse_args()))

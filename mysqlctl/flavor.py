@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -134,8 +135,11 @@ class Flavor(abc.ABC):
     position_type: ClassVar[type[MariadbGtidSet] | type[MysqlGtidSet]]
 
     def parse_position(self, text: str | bytes | None) -> Position:
-        """Parse a position in the server's own syntax (no flavor prefix); NULL is empty."""
-        return self.position_type.parse(_text(text))
+        """Parse a position in the server's own syntax (no flavor prefix); NULL is empty.
+
+        Positions are immutable, and health checks read the same few positions of every
+        server every second, so recently seen texts are parsed once (a bounded cache)."""
+        return _parse_position(self.position_type, _text(text))
 
     def empty_position(self) -> Position:
         return self.position_type.parse("")
@@ -528,6 +532,13 @@ def detect_flavor(version: str, *, address: str | None = None) -> Flavor:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse_position(
+    position_type: type[MariadbGtidSet] | type[MysqlGtidSet], text: str
+) -> Position:
+    return position_type.parse(text)
 
 
 def _own_gtids(executed: Position, server_id: int) -> Position:

@@ -17,7 +17,7 @@ from mysqlctl.flavor import (
     Statement,
     detect_flavor,
 )
-from mysqlctl.gtid import MariadbGtidSet, MysqlGtidSet
+from mysqlctl.gtid import GtidParseError, MariadbGtidSet, MysqlGtidSet
 
 MARIADB = MariadbFlavor()
 MYSQL = Mysql8Flavor()
@@ -445,3 +445,14 @@ def test_column_values_may_arrive_as_bytes() -> None:
     )
     assert status.version == "10.11.5-MariaDB"
     assert status.replication is not None and status.replication.source_host == "127.0.0.1"
+
+
+def test_parsed_positions_are_reused_and_bad_ones_refused_every_time() -> None:
+    """Health checks parse the same positions every second: one parse per text, while a bad
+    text is refused on every read (errors are not cached)."""
+    first = MARIADB.parse_position("0-101-5,1-102-7")
+    assert MARIADB.parse_position(b"0-101-5,1-102-7") is first
+    assert first == MariadbGtidSet.parse("1-102-7,0-101-5")
+    for _ in range(2):
+        with pytest.raises(GtidParseError):
+            MARIADB.parse_position("0-101-x")
