@@ -51,6 +51,8 @@ VARIANTS = (
     "client",
 )
 CHEAP_FULL_EVERY = 10
+# Opening thousands of connections on a busy small host can take a while; it is not measured.
+_CONNECT_TIMEOUT_S = 10.0
 
 _FULL = MARIADB.status_queries()
 _CHEAP_STATUS = (
@@ -148,7 +150,9 @@ async def _cheap_check(c: _Conn, read: Reader) -> None:
 
 async def _connect(variant: str, t: Target) -> Any:
     if variant == "client":
-        client = MysqlClient(MysqlParams(t.host, t.port, t.user, t.password))
+        client = MysqlClient(
+            MysqlParams(t.host, t.port, t.user, t.password, connect_timeout=_CONNECT_TIMEOUT_S)
+        )
         await client.connect()
         return client
     if variant.startswith("aiomysql"):
@@ -162,6 +166,7 @@ async def _connect(variant: str, t: Target) -> Any:
                 password=t.password,
                 autocommit=True,
                 charset="utf8mb4",
+                connect_timeout=_CONNECT_TIMEOUT_S,
             )
         )
     import asyncmy
@@ -174,6 +179,7 @@ async def _connect(variant: str, t: Target) -> Any:
             password=t.password,
             autocommit=True,
             charset="utf8mb4",
+            connect_timeout=_CONNECT_TIMEOUT_S,
         )
     )
 
