@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mysqlctl.journal import read_journal
+from mysqlctl.journal import read_journal, wait_for_journal_entry
 from tests.fixtures_cluster import Shard, ShardFactory, Writer
 from topo.records import TabletType
 from workflows.errors import PreconditionError
@@ -67,6 +67,9 @@ async def test_ter_records_a_switch_done_with_plain_sql(shard_factory: ShardFact
     serving = graph.shard(shard.shard)
     assert serving is not None
     assert sorted(e.alias for e in serving.replicas) == ["zone1-101", "zone1-103"]
+    # TER writes the journal row on the new primary and does not wait for it to replicate.
+    assert r.journal_time_ns is not None
+    await wait_for_journal_entry(shard.admin("zone1-103"), r.journal_time_ns, 5)
     entry = (await read_journal(shard.admin("zone1-103")))[0]
     assert (entry.action_name, entry.primary_alias) == ("TabletExternallyReparented", "zone1-102")
     # Applications follow the serving graph to the new primary.
