@@ -652,8 +652,9 @@ class MysqlClient:
 
     async def _fetch_prepared(self, conn: Connection, sql: str) -> list[dict[str, Any]]:
         """Run an argument-free query as a prepared statement of the shared connection,
-        preparing it on first use; a server that refuses to prepare it (``ER_UNSUPPORTED_PS``:
-        MySQL 8 for some ``SHOW`` forms) gets it in the text protocol from then on."""
+        preparing it on first use. A server that refuses to prepare it (at
+        ``max_prepared_stmt_count``, or a statement it cannot prepare) gets it in the text
+        protocol on this connection from then on: a check must not fail for that."""
         statement: Any = self._prepared.get(sql)
         if statement is None:
             try:
