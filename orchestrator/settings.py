@@ -47,6 +47,10 @@ class Settings:
     # `orchestrator.health.ownership`); off: every instance checks every tablet and only the
     # leader recovers.
     health_share_shards: bool = True
+    # Event-driven failure detection (orchestrator.health.primary_watch): one connection per
+    # shard primary, held by a sleeping query; losing it (a crashed mysqld closes its sockets)
+    # checks that shard at once instead of at the next cycle. Replicas still confirm.
+    health_event_detection: bool = True
     # A tablet failing this many checks in a row becomes `spare` (and returns when healthy).
     unhealthy_checks_to_spare: int = 3
     recovery_block_s: float = 30.0

@@ -39,6 +39,7 @@ from orchestrator.health.analysis import Problem, TabletHealth, analyze
 from orchestrator.health.control import RecoveryControl
 from orchestrator.health.control import load as load_control
 from orchestrator.health.ownership import Ownership
+from orchestrator.health.primary_watch import PrimaryWatches
 from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
 from topo.errors import TopoError
 from topo.records import Keyspace, LockInfo, Shard, Tablet
@@ -82,6 +83,8 @@ class HealthChecker:
         self._checked: dict[str, Tablet] = {}  # those this instance checks
         self._problems: dict[str, list[Problem]] = {}
         self.recovery = Recoveries(self)
+        # Event-driven detection: a lost connection to a primary checks its shard at once.
+        self.primary_watch = PrimaryWatches(self)
         self.cycles = 0
         # Set (and replaced) at the end of every cycle: the console pushes fresh health to its
         # pages when it fires, instead of polling the snapshot.
@@ -188,8 +191,11 @@ class HealthChecker:
                         async with asyncio.timeout(max(0.0, interval - (loop.time() - started))):
                             await wake.wait()
         finally:
-            self.recovery.task_group = None
-            await self.pool.close()
+            try:
+                await self.primary_watch.stop()  # re-raises our own cancellation, hence:
+            finally:
+                self.recovery.task_group = None
+                await self.pool.close()
 
     async def cycle(self) -> None:
         topo = await self.read_topology()
@@ -198,6 +204,10 @@ class HealthChecker:
         checked = [t for t in topo.tablets if f"{t.keyspace}/{t.shard}" in checked_shards]
         await self._check_all(topo.tablets, checked)
         leader = self.service.election.is_leader
+        self.primary_watch.follow(
+            [s for s in topo.shards if s.key in checked_shards and self.recovers(s.key)[0]],
+            topo.tablets,
+        )
         if leader:
             await self._sweep_interrupted(topo.locks)
             await self.recovery.maintain(self.service.election.terms)
@@ -226,10 +236,7 @@ class HealthChecker:
             paused[(shard.keyspace, shard.name)] = not self.settings.recoveries_enabled or (
                 control.paused(shard.keyspace, shard.name, keyspace) is not None
             )
-            if own.enabled:
-                recover, why_not = own.owns(key), f"owned by {own.owner(key)}"
-            else:
-                recover, why_not = leader, "not the leader"
+            recover, why_not = self.recovers(key)
             try:
                 await self.recovery.consider(
                     keyspace, key, problems, recover=recover, why_not=why_not, control=control
@@ -251,6 +258,14 @@ class HealthChecker:
         self.last_cycle_at = time.time()
         self.cycled.set()
         self.cycled = asyncio.Event()
+
+    def recovers(self, key: str) -> tuple[bool, str]:
+        """Whether this instance recovers shard `key` (it owns it; with shards not shared: it
+        leads), and if not, why not."""
+        own = self.ownership
+        if own.enabled:
+            return own.owns(key), f"owned by {own.owner(key)}"
+        return self.service.election.is_leader, "not the leader"
 
     async def read_topology(self) -> Topology:
         """Two range reads whatever the size of the fleet: every tablet, then every keyspace,

@@ -153,6 +153,8 @@ class Recoveries:
         self._next_maintain_at = 0.0
         self._failed_at: dict[tuple[ProblemKind, str | None], float] = {}
         self._last_sentence: dict[str, str] = {}
+        # One decision at a time per shard: the cycle and a primary watch may both ask.
+        self._deciding: dict[str, asyncio.Lock] = {}
 
     # -- what the API shows ------------------------------------------------------------------
 
@@ -176,7 +178,18 @@ class Recoveries:
     ) -> None:  # fmt: skip
         """Decide what to do about one shard's problems and say it in one sentence. Only with
         `recover` (this instance owns the shard, or leads when shards are not shared) does it
-        act; otherwise it says `why_not`."""
+        act; otherwise it says `why_not`. Decisions on one shard are serialized (the health
+        cycle and a primary watch may both ask), so two never both see "no recovery running"
+        and start one each."""
+        async with self._deciding.setdefault(shard_key, asyncio.Lock()):
+            await self._consider(
+                keyspace, shard_key, problems, recover=recover, why_not=why_not, control=control
+            )
+
+    async def _consider(
+        self, keyspace: Keyspace | None, shard_key: str, problems: list[Problem], *, recover: bool,
+        why_not: str, control: RecoveryControl | None,
+    ) -> None:  # fmt: skip
         if not problems:
             self._say(shard_key, f"no action: shard {shard_key} healthy", quiet=True)
             return
