@@ -58,9 +58,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# How long one sleeping query holds the connection; a silent host is noticed by the cycle, so
-# this only bounds how long a half-open connection lingers.
-HOLD_S = 60
+# How long one sleeping query holds the connection: one round trip per HOLD_S per primary. A
+# silent host is the cycle's to notice, so this only bounds how long a half-open connection,
+# or the server thread of a watch that was stopped mid-sleep, lingers.
+HOLD_S = 10
 # Client-side deadline beyond the sleep (the server answers first when it is alive).
 HOLD_GRACE_S = 5.0
 # After a lost connection, replicas that still say their IO thread runs are checked again this

@@ -251,6 +251,81 @@ async def test_orchestrator_cut_from_primary_triggers_no_failover(
     assert health.recoveries() == []
 
 
+async def test_watch_connection_lost_while_cut_from_the_primary_alone_triggers_no_failover(
+    ns_shard_factory: NsShardFactory, service_factory: ServiceFactory
+) -> None:
+    """Event-driven detection on (the default): the orchestrator's watch connection to the
+    primary is lost (closed by the primary, as a crash would close it, while the server lives
+    on) and the orchestrator is cut from the primary alone. The watch checks the shard at once,
+    the replicas keep saying they replicate from it, so nothing is done, for many cycles."""
+    ns = await ns_shard_factory()
+    shard, net = ns.shard, ns.net
+    await shard.create_test_table()
+    rs = await start_service(shard, service_factory, recovery_block_s=0)
+    health = rs.service.health
+    assert rs.service.settings.health_event_detection
+    await wait_for(lambda: health.primary_watch.watched() == {"commerce/0": PRIMARY}, 5,
+                   "the primary watched")  # fmt: skip
+    admin_b = MysqlClient(ns.primary_via_b(app=False))
+    user = rs.service.settings.mysql_user
+
+    async def watch_threads() -> list[int]:
+        rows = await admin_b.fetch_all("SHOW FULL PROCESSLIST")
+        return [int(r["Id"]) for r in rows if r.get("User") == user
+                and str(r.get("Info") or "").startswith("SELECT SLEEP(")]  # fmt: skip
+
+    writer = PathBWriter(shard, net=net)
+    writer.start()
+    watch = ns.watcher()
+    try:
+        await writer.wait_acked(20)
+        await watch.start()
+        before = await shard.store.get_shard("commerce", "0")
+        threads = await wait_for(watch_threads, 5, "the watch's sleeping query on the primary")
+
+        cut_at = time.monotonic()
+        await net.cut_except_gid(REPLICA_GID, net.addr_a)
+        for thread in threads:
+            await admin_b.execute(f"KILL {thread}")
+        fired = await wait_for(
+            lambda: [e for e in health.primary_watch.events if "outcome" in e], 5,
+            "the watch to check the shard",
+        )  # fmt: skip
+        fired_s = time.monotonic() - cut_at
+        while time.monotonic() - cut_at < 6.0:  # many cycles, and past slave_net_timeout (5 s)
+            snap = health.snapshot()
+            for alias in REPLICAS:
+                assert snap[alias]["healthy"] and snap[alias]["io_running"], snap[alias]
+            await asyncio.sleep(0.1)
+        problems = health.problems()["commerce/0"]
+        assert [p["kind"] for p in problems] == [ProblemKind.PRIMARY_UNREACHABLE.value], problems
+        assert await shard.store.get_shard("commerce", "0") == before
+        assert await ers_records(shard) == []
+        assert health.recoveries() == []
+        during = [i for i, t in writer.acked if t > cut_at]
+        assert len(during) >= 20, f"only {len(during)} writes during the cut"
+
+        await net.heal()
+        await wait_for(lambda: health.snapshot()[PRIMARY]["healthy"] and problem_kinds(rs) == [],
+                       5, "a healthy shard after healing")  # fmt: skip
+        await wait_for(watch_threads, 10, "the watch back on the primary")
+    finally:
+        await writer.stop()
+        await watch.stop()
+        await admin_b.close()
+    watch.assert_no_split_brain()
+    writer.check_errors()
+    print(f"\nwatch connection lost + orchestrator cut from the primary alone: the watch checked "
+          f"the shard after {fired_s * 1000:.0f} ms ({fired[0]}); no action in 6 s")  # fmt: skip
+    assert fired[0]["primary"] == PRIMARY
+    assert fired[0]["problems"] == [ProblemKind.PRIMARY_UNREACHABLE.value]
+    assert fired[0]["outcome"] == "no dead primary: left to the cycle"
+    assert fired[0]["rechecks"] > 0  # the replicas were asked again, and still denied it
+    assert await shard.check_invariants() == PRIMARY
+    for alias in REPLICAS:
+        await writer.wait_all_on(alias)
+
+
 async def test_primary_cut_from_everyone_fails_over_and_is_fenced_when_back(
     ns_shard_factory: NsShardFactory, service_factory: ServiceFactory
 ) -> None:
