@@ -8,11 +8,15 @@ would and inserts numbered rows, recording every acknowledged id. Then:
 - emergency reparents with an explicit ERS command right after SIGKILL of the primary's
   mysqld: kill -> first acknowledged write on the new primary;
 - emergency reparents by the service's automatic recovery: the same, split into detection
-  (kill -> ERS workflow started) and repair (-> first acknowledged write);
+  (kill -> ERS workflow started) and repair (-> first acknowledged write), p50/p99 of each, at
+  the service's default health interval (1 s) unless `--health-interval` says otherwise, with
+  event-driven detection on (`--event-detection off`: the cycle alone, as before it);
 - finally every acknowledged id must be on the final primary: lost writes are counted.
 
     .venv/bin/python -m bench.reparent --quick [--durability none,semi_sync] [--json out.json]
         [--png timeline.png]
+    .venv/bin/python -m bench.reparent --prs 0 --ers 0 --auto-ers 20 --tablets 4 --tablets-exact \
+        --durability semi_sync [--event-detection off]   # automatic failover only
 
 Prints a summary per durability policy; never a pass/fail test.
 """
@@ -98,8 +102,9 @@ async def run_policy(
     if auto:
         os.environ.update({"ORC_HEALTH_INTERVAL_S": str(args.health_interval),
                            "ORC_HEALTH_TIMEOUT_S": str(args.health_interval * 0.8),
-                           "ORC_RECOVERY_BLOCK_S": "1", "ORC_LOG_LEVEL": "warning"})  # fmt: skip
-    tablets = args.tablets + args.ers + args.auto_ers
+                           "ORC_RECOVERY_BLOCK_S": "1", "ORC_LOG_LEVEL": "warning",
+                           "ORC_HEALTH_EVENT_DETECTION": args.event_detection})  # fmt: skip
+    tablets = args.tablets if args.tablets_exact else args.tablets + args.ers + args.auto_ers
     spec = ClusterSpec(tablets_per_shard=tablets, durability=durability, service=auto)
     state = await cluster.up(workdir / durability.value, spec)
     store = state.store()
@@ -151,7 +156,7 @@ async def run_policy(
                 spares.add(primary)
         out["ers_explicit"] = {"failover_ms": summary_ms(failovers)}
 
-        auto_failovers, detects = [], []
+        auto_failovers, detects, repairs = [], [], []
         for i in range(args.auto_ers):
             await asyncio.sleep(1.5)  # past the anti-flapping block of the previous recovery
             primary = await current_primary(state, env)
@@ -168,15 +173,19 @@ async def run_policy(
             detect = (min(started) - wall_kill) if started else float("nan")
             auto_failovers.append(first - t_kill)
             detects.append(detect)
+            repairs.append(first - t_kill - detect)
             log(
                 f"  automatic {i + 1}/{args.auto_ers}: {primary} killed -> first write after "
-                f"{(first - t_kill) * 1000:.1f} ms (detected after {detect * 1000:.1f} ms)"
+                f"{(first - t_kill) * 1000:.1f} ms (detected after {detect * 1000:.1f} ms, "
+                f"repaired {(first - t_kill - detect) * 1000:.1f} ms later)"
             )
             if not await restore(state, env, primary):
                 spares.add(primary)
         if args.auto_ers:
             out["ers"] = {"failover_ms": summary_ms(auto_failovers),
-                          "detect_ms": summary_ms(detects)}  # fmt: skip
+                          "detect_ms": summary_ms(detects), "repair_ms": summary_ms(repairs),
+                          "event_detection": args.event_detection,
+                          "health_interval_s": args.health_interval}  # fmt: skip
         else:
             out["ers"] = out["ers_explicit"]
 
@@ -256,6 +265,13 @@ async def main(args: argparse.Namespace) -> None:
             await sweep(d)
     for r in results:
         prs, ers = r["prs"], r["ers"]
+        if "detect_ms" in ers:
+            f, d, rep = ers["failover_ms"], ers["detect_ms"], ers["repair_ms"]
+            log(f"[{r['durability']}] automatic failover (n={f['n']}, health interval "
+                f"{ers['health_interval_s']:g} s, event detection {ers['event_detection']}): "
+                f"p50 {f['p50']} ms, p99 {f['p99']} ms, max {f['max']} ms; detection p50 "
+                f"{d['p50']} ms, p99 {d['p99']} ms; repair p50 {rep['p50']} ms, p99 "
+                f"{rep['p99']} ms")  # fmt: skip
         log(f"[{r['durability']}] PRS window p50 {prs['window_ms']['p50']} ms, p99 "
             f"{prs['window_ms']['p99']} ms, max {prs['window_ms']['max']} ms; PRS duration p50 "
             f"{prs['duration_ms']['p50']} ms; ERS failover p50 {ers['failover_ms']['p50']} ms, "
@@ -277,7 +293,12 @@ if __name__ == "__main__":
     p.add_argument("--auto-ers", type=int, default=0, help="automatic recoveries by the service")
     p.add_argument("--no-service", action="store_true")
     p.add_argument("--tablets", type=int, default=3)
-    p.add_argument("--health-interval", type=float, default=0.25)
+    p.add_argument("--tablets-exact", action="store_true",
+                   help="exactly --tablets servers (default: one more per ERS run)")  # fmt: skip
+    p.add_argument("--health-interval", type=float, default=1.0,
+                   help="the service's health_interval_s (its default: 1 s)")  # fmt: skip
+    p.add_argument("--event-detection", choices=("on", "off"), default="on",
+                   help="the service's health_event_detection (its default: on)")  # fmt: skip
     p.add_argument("--durability", default="none,semi_sync")
     p.add_argument("--json")
     p.add_argument("--png")
