@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 import pytest
 
@@ -140,6 +141,5 @@ async def test_the_watch_follows_a_planned_reparent_and_stops_with_the_service(
     )
 
 
-async def _none(count: asyncio.Future[int] | object) -> bool:
-    assert asyncio.iscoroutine(count)
+async def _none(count: Awaitable[int]) -> bool:
     return await count == 0
