@@ -125,6 +125,37 @@ def alive(pid: int) -> bool:
         return False
 
 
+def _described(pids: list[int]) -> list[str]:
+    """What is left, readable in a failure: pid, state, parent and command line."""
+    out = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue  # gone meanwhile
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        out.append(f"{pid} {fields.get('State', '?')} ppid {fields.get('PPid', '?')}: {cmd[:200]}")
+    return out
+
+
+async def nothing_of_ours_left(hosts_dir: Path, timeout: float = 15) -> None:
+    """No process of these playbooks runs any more. The processes their pid files name are
+    checked dead at once by the callers; this also covers anything else that carries their
+    environment, given a moment to finish exiting (once, in CI, five were still listed right
+    after stop.yml; which ones was not recorded, hence the description)."""
+
+    async def none_left() -> bool:
+        return not _described(ours(hosts_dir))
+
+    try:
+        await eventually(none_left, timeout, "the playbooks' processes to be gone", every=0.2)
+    except AssertionError:
+        raise AssertionError(
+            f"still running after stop.yml: {_described(ours(hosts_dir))}"
+        ) from None
+
+
 def ours(hosts_dir: Path) -> list[int]:
     """Every live process started by these playbooks (marked in its environment)."""
     return [p.pid for p in procs.processes()
@@ -274,7 +305,7 @@ async def test_rolling_update_playbook_replaces_every_process_with_the_task_runn
             await wait_target_equals(mc, PARTS, TARGET, timeout=60)
         out = await playbook(work, "stop.yml")
         assert not [h for h in (*MASTERS, *WORKERS) if alive(after[h])], out
-        assert not ours(hosts_dir)
+        await nothing_of_ours_left(hosts_dir)
         assert not list(hosts_dir.glob("*/run/*.pid"))
     finally:
         await meter.stop()
@@ -337,7 +368,7 @@ async def test_scale_out_and_scale_in_playbooks_move_the_subtasks(
                 await insert_rows(s, "shard_db_1", "shard_table_1", [9_000_000])
             await wait_target_equals(mc, PARTS, TARGET, timeout=30)
         await playbook(work, "stop.yml")
-        assert not ours(hosts_dir)
+        await nothing_of_ours_left(hosts_dir)
     finally:
         left = ours(hosts_dir)
         for pid in left:
