@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -155,24 +156,10 @@ async def _connect(variant: str, t: Target) -> Any:
         )
         await client.connect()
         return client
-    if variant.startswith("aiomysql"):
-        import aiomysql
-
-        return _Conn(
-            await aiomysql.connect(
-                host=t.host,
-                port=t.port,
-                user=t.user,
-                password=t.password,
-                autocommit=True,
-                charset="utf8mb4",
-                connect_timeout=_CONNECT_TIMEOUT_S,
-            )
-        )
-    import asyncmy
-
+    # The two drivers take the same connect arguments; aiomysql only for this comparison.
+    driver = importlib.import_module("aiomysql" if variant.startswith("aiomysql") else "asyncmy")
     return _Conn(
-        await asyncmy.connect(
+        await driver.connect(
             host=t.host,
             port=t.port,
             user=t.user,
