@@ -32,12 +32,6 @@ def _identity_sql(flavor: str) -> str:
     return "SELECT @@GLOBAL.server_id, @@GLOBAL.server_uuid"
 
 
-def _position_sql(flavor: str) -> str:
-    if flavor == "MariaDB":
-        return "SELECT @@GLOBAL.gtid_binlog_pos"
-    return "SELECT @@GLOBAL.gtid_executed"
-
-
 @dataclass(frozen=True)
 class ServerIdentity:
     """Which server answered: its `server_id` (and `server_uuid` on MySQL, '' on MariaDB)."""
@@ -67,10 +61,10 @@ def _text(value: Any) -> str:
 async def read_server_state(s: Session) -> ServerState:
     """The flavor, binlog position and identity of the server behind `s`."""
     version = _text((await s.fetch_rows("SELECT @@GLOBAL.version"))[0][0])
-    flavor = detect_flavor(version).name
-    position = _text((await s.fetch_rows(_position_sql(flavor)))[0][0])
-    server_id, uuid = (await s.fetch_rows(_identity_sql(flavor)))[0]
-    return ServerState(flavor, position, ServerIdentity(int(server_id), _text(uuid)))
+    flavor = detect_flavor(version)
+    position = _text((await s.fetch_rows(flavor.primary_position().sql))[0][0])
+    server_id, uuid = (await s.fetch_rows(_identity_sql(flavor.name)))[0]
+    return ServerState(flavor.name, position, ServerIdentity(int(server_id), _text(uuid)))
 
 
 async def relay_position(s: Session, flavor: str) -> str:
