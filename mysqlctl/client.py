@@ -590,13 +590,17 @@ class MysqlClient:
                 return await self._attempt(conn, flavor, work, limit)
             finally:
                 await self._quit(conn)
-        try:
-            async with asyncio.timeout(limit):
-                await self._lock.acquire()
-        except TimeoutError:
-            raise MysqlTimeoutError(
-                f"{self.address}: connection busy for more than {limit:g}s", address=self.address
-            ) from None
+        if self._lock.locked():  # a free lock is taken at once: no deadline to arm (hot path)
+            try:
+                async with asyncio.timeout(limit):
+                    await self._lock.acquire()
+            except TimeoutError:
+                raise MysqlTimeoutError(
+                    f"{self.address}: connection busy for more than {limit:g}s",
+                    address=self.address,
+                ) from None
+        else:
+            await self._lock.acquire()
         try:
             for attempt in range(2):
                 reused = self._conn is not None

@@ -13,6 +13,7 @@ tablet, removed with the tablet). Problems are counted per shard and kind, so a 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -181,32 +182,44 @@ def observe_etcd(what: str, seconds: float, ok: bool) -> None:
     ETCD_OP_DURATION.labels(op, "ok" if ok else "error").observe(seconds)
 
 
+_series: dict[Gauge, set[tuple[str, ...]]] = {}  # the label sets each replaced gauge holds
+
+
+def _replace_series(gauge: Gauge, values: Mapping[Any, float]) -> None:
+    """Make `gauge` hold exactly these series. Series that are gone are removed (a tablet or
+    shard that disappeared must not linger as a stale series); the others are set in place.
+    Clearing the gauge and adding every series again, each health cycle, would build a child
+    object per tablet per second."""
+    held = _series.get(gauge, set())
+    for labels in held - values.keys():
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    for labels, value in values.items():
+        gauge.labels(*labels).set(value)
+    _series[gauge] = set(values)
+
+
 def set_tablet_counts(counts: Mapping[tuple[str, str, str, bool], int]) -> None:
-    """Replace the tablet gauge with `{(keyspace, shard, type, healthy): count}` (tablets that
-    disappeared must not linger as stale series)."""
-    TABLETS.clear()
-    for (keyspace, shard, type_, healthy), n in counts.items():
-        TABLETS.labels(keyspace, shard, type_, "true" if healthy else "false").set(n)
+    """Replace the tablet gauge with `{(keyspace, shard, type, healthy): count}`."""
+    _replace_series(
+        TABLETS,
+        {(ks, shard, type_, "true" if healthy else "false"): n
+         for (ks, shard, type_, healthy), n in counts.items()},
+    )  # fmt: skip
 
 
 def set_tablet_lag(lags: Mapping[tuple[str, str, str, str], float]) -> None:
     """Replace the lag gauge with `{(keyspace, shard, alias, type): seconds}`."""
-    TABLET_LAG.clear()
-    for labels, lag in lags.items():
-        TABLET_LAG.labels(*labels).set(lag)
+    _replace_series(TABLET_LAG, lags)
 
 
 def set_shard_problems(counts: Mapping[tuple[str, str, str], int]) -> None:
     """Replace the problems gauge with `{(keyspace, shard, problem): count}`."""
-    SHARD_PROBLEMS.clear()
-    for labels, n in counts.items():
-        SHARD_PROBLEMS.labels(*labels).set(n)
+    _replace_series(SHARD_PROBLEMS, counts)
 
 
 def set_recovery_paused(paused: Mapping[tuple[str, str], bool]) -> None:
-    RECOVERY_PAUSED.clear()
-    for (keyspace, shard), value in paused.items():
-        RECOVERY_PAUSED.labels(keyspace, shard).set(1 if value else 0)
+    _replace_series(RECOVERY_PAUSED, {k: 1 if v else 0 for k, v in paused.items()})
 
 
 def observe_reparent(action: str, succeeded: bool, seconds: float, *, changed: bool = True) -> None:

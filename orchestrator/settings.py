@@ -43,6 +43,9 @@ class Settings:
     health_interval_s: float = 1.0
     health_timeout_s: float = 0.8
     health_concurrency: int = 200
+    # A large fleet's checks are spread over this fraction of the interval, shard by shard
+    # (`orchestrator.health.checker.pacing_window`), instead of all starting at once.
+    health_spread: float = 0.8
     # Divide the shards among the live instances (each checks and recovers its own share,
     # `orchestrator.health.ownership`); off: every instance checks every tablet and only the
     # leader recovers.
@@ -74,6 +77,8 @@ class Settings:
             raise SettingsError(f"bad listen port {self.listen_port}")
         if self.health_timeout_s >= self.health_interval_s * 2:
             raise SettingsError("health_timeout_s must be well under the health interval")
+        if not 0.0 <= self.health_spread < 1.0:
+            raise SettingsError("health_spread must be a fraction of the interval, 0 to below 1")
         if self.lock_ttl_s < 1 or self.election_ttl_s < 1 or self.worker_lease_ttl_s < 1:
             raise SettingsError("lease TTLs must be at least 1 second")
 

@@ -78,3 +78,18 @@ async def test_shards_and_locks_in_one_read(topo: TopoStore) -> None:
     await topo.kv.delete(topo.keyspace_key("a"))
     _, shards, _ = await topo.list_shards_and_locks()
     assert [s.key for s in shards] == ["b/-80", "b/80-"]
+
+
+async def test_unchanged_shards_and_keyspaces_are_reused(topo: TopoStore) -> None:
+    await topo.create_keyspace(Keyspace(name="commerce"))
+    for name in ("-80", "80-"):
+        await topo.create_shard(Shard(keyspace="commerce", name=name))
+    ks1, shards1, _ = await topo.list_shards_and_locks()
+    await topo.update_shard_fields(
+        "commerce", "80-", lambda s: dataclasses.replace(s, is_primary_serving=False)
+    )
+    ks2, shards2, _ = await topo.list_shards_and_locks()
+    assert ks2[0] is ks1[0]  # same key, same mod_revision: not parsed again
+    assert shards2[0] is shards1[0]
+    assert shards2[1] is not shards1[1] and not shards2[1].is_primary_serving
+    assert shards2[1].revision > shards1[1].revision

@@ -84,7 +84,9 @@ class TopoStore:
         self.instance_id = instance_id or default_instance_id()
         self.lock_ttl = lock_ttl
         # The tablets of the last `list_tablets()` over all cells, by key (see there).
-        self._tablets_read: dict[str, Tablet] = {}
+        # The records parsed at the last full range reads (see `_reparse`), by key.
+        self._tablets_read: dict[str, Record] = {}
+        self._shards_read: dict[str, Record] = {}
 
     async def close(self) -> None:
         await self.kv.close()
@@ -261,16 +263,15 @@ class TopoStore:
         one mod_revision never changes), so a fleet that did not change costs one read and no
         JSON parsing."""
         prefix = f"{self.root}/cells/"
-        previous, current = self._tablets_read, {}
-        for kv in await self.kv.get_prefix(prefix):
-            if not _is_tablet_key(kv.key[len(prefix) :]):
-                continue
-            tablet = previous.get(kv.key)
-            if tablet is None or tablet.revision != kv.mod_revision:
-                tablet = Tablet.from_json(kv.value, revision=kv.mod_revision)
-            current[kv.key] = tablet
+        previous: dict[str, Record] = self._tablets_read
+        current: dict[str, Record] = {}
+        tablets = [
+            _reparse(previous, current, kv, Tablet)
+            for kv in await self.kv.get_prefix(prefix)
+            if _is_tablet_key(kv.key[len(prefix) :])
+        ]
         self._tablets_read = current
-        return list(current.values())
+        return tablets
 
     async def shard_tablets(self, ks: str, shard: str) -> tuple[list[Tablet], list[str]]:
         """The tablets of one shard, reading cell by cell; a cell that cannot be read is
@@ -360,14 +361,17 @@ class TopoStore:
         keyspaces: list[Keyspace] = []
         shards: list[Shard] = []
         locks: list[LockInfo] = []
+        previous: dict[str, Record] = self._shards_read
+        current: dict[str, Record] = {}
         for kv in await self.kv.get_prefix(prefix):
             parts = kv.key[len(prefix) :].split("/")
             if len(parts) == 2 and parts[1] == "Keyspace":
-                keyspaces.append(Keyspace.from_json(kv.value, revision=kv.mod_revision))
+                keyspaces.append(_reparse(previous, current, kv, Keyspace))
             elif len(parts) == 4 and parts[1] == "shards" and parts[3] == "Shard":
-                shards.append(Shard.from_json(kv.value, revision=kv.mod_revision))
+                shards.append(_reparse(previous, current, kv, Shard))
             elif len(parts) == 4 and parts[1] == "shards" and parts[3] == "lock":
                 locks.append(_lock_info(kv))
+        self._shards_read = current
         names = {k.name for k in keyspaces}
         shards = sorted((s for s in shards if s.keyspace in names), key=lambda s: s.key)
         return keyspaces, shards, locks
@@ -464,6 +468,20 @@ def _is_tablet_key(rel: str) -> bool:
     """`<cell>/tablets/<alias>/Tablet` (relative to the cells prefix)?"""
     parts = rel.split("/")
     return len(parts) == 4 and parts[1] == "tablets" and parts[3] == "Tablet"
+
+
+def _reparse(
+    previous: dict[str, Record], current: dict[str, Record], kv: KeyValue, cls: type[R]
+) -> R:
+    """The record at `kv`, parsed; taken from `previous` (the last range read's records, by key)
+    when the key still has the mod_revision it had then: a key's value at one mod_revision never
+    changes, so an unchanged fleet read every health cycle costs one read and no JSON parsing.
+    Every record returned is put into `current`, which the caller keeps for the next read."""
+    record = previous.get(kv.key)
+    if not isinstance(record, cls) or record.revision != kv.mod_revision:
+        record = cls.from_json(kv.value, revision=kv.mod_revision)
+    current[kv.key] = record
+    return record
 
 
 def _lock_info(kv: KeyValue) -> LockInfo:

@@ -3,18 +3,19 @@ owns, analyse those shards, and start their recoveries.
 
 One cycle:
   1. read the topology once: keyspaces, shards, tablets, held shard locks (a handful of etcd
-     reads per cycle, whatever the number of tablets)
-  2. check the tablets of the shards this instance checks (`ownership`: the shards it owns by
-     rendezvous hashing over the live instances, and for a moment those it just lost), in parallel (at most `health_concurrency` at a time), each bounded by
-     `health_timeout_s`, on connections of the checker's own: a check never waits behind a
-     workflow's statement
+     reads per cycle, whatever the number of tablets), and the recovery pauses
+  2. per shard this instance checks (`ownership`: the shards it owns by rendezvous hashing over
+     the live instances, and for a moment those it just lost), one pass: check its tablets in
+     parallel, each bounded by `health_timeout_s`, on connections of the checker's own (a check
+     never waits behind a workflow's statement); analyse the shard (`analysis.analyze`); let
+     `recovery.Recoveries` decide and say so in one sentence (it recovers the shards this
+     instance owns). The passes start spread over part of the interval (`pacing_window`), at
+     most `health_concurrency` checks at a time
   3. on the leader, after it became leader and every 30 s (sooner when a record left by a
      holder that just died can be judged): mark `interrupted` the workflow records whose
      holder is gone; every 60 s: bound the recovery log (`Recoveries.maintain`); every cycle:
      clear the maintenance tags of windows that have ended (a compare-and-swap of the tablet
      record, so an extension written meanwhile is kept)
-  4. per checked shard: analyse (`analysis.analyze`), then let `recovery.Recoveries` decide and
-     say so in one sentence; it recovers the shards this instance owns
 
 A change of the live instances (one died, one joined) runs a cycle at once. With
 `health_share_shards` off every instance checks every tablet and only the leader recovers (the
@@ -28,7 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,18 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SWEEP_EVERY_S = 30.0
+# Pacing (see `pacing_window`): passes due within this of each other start together.
+PACING_TICK_S = 0.005
+# A cycle's checks are started no faster than one per this much of the window, so a small
+# fleet (a few shards) is checked at once and only a large one is spread.
+PACING_PER_CHECK_S = 0.00025
+
+
+def pacing_window(tablets: int, interval_s: float, spread: float) -> float:
+    """Over how many seconds one cycle spreads the starts of its shards' checks: `spread` of
+    the interval for a large fleet, less for a small one (`PACING_PER_CHECK_S` per tablet),
+    so that 5,000 tablets at 1 Hz start 6,250 a second rather than 5,000 at once."""
+    return min(max(0.0, spread) * interval_s, tablets * PACING_PER_CHECK_S)
 
 
 @dataclass(frozen=True)
@@ -202,49 +215,26 @@ class HealthChecker:
         own = self.ownership
         checked_shards = {s.key for s in topo.shards if own.checks(s.key)}
         checked = [t for t in topo.tablets if f"{t.keyspace}/{t.shard}" in checked_shards]
-        await self._check_all(topo.tablets, checked)
-        leader = self.service.election.is_leader
-        self.primary_watch.follow(
-            [s for s in topo.shards if s.key in checked_shards and self.recovers(s.key)[0]],
-            topo.tablets,
-        )
-        if leader:
-            await self._sweep_interrupted(topo.locks)
-            await self.recovery.maintain(self.service.election.terms)
-            await self._end_expired_maintenance(topo.tablets)
+        await self._forget_unchecked(topo.tablets, checked)
         control = await load_control(self.store)
         self.control = control
         paused: dict[tuple[str, str], bool] = {}
         by_shard: dict[str, list[Tablet]] = {}
         for t in checked:
             by_shard.setdefault(f"{t.keyspace}/{t.shard}", []).append(t)
-        now = time.time()
-        for shard in topo.shards:
-            key = shard.key
-            if key not in checked_shards:
-                continue
-            self.shard_checks[key] = self.shard_checks.get(key, 0) + 1
-            self.checking_since.setdefault(key, now)
-            self.last_checked_at[key] = now
-            problems = analyze(
-                shard, by_shard.get(key, []), self._health, lock=topo.locks.get(key),
-                unhealthy_checks=self.settings.unhealthy_checks_to_spare,
-                max_lag_s=self.settings.replica_lag_threshold_s, now=time.time(),
-            )  # fmt: skip
-            self._problems[key] = problems
-            keyspace = topo.keyspaces.get(shard.keyspace)
-            paused[(shard.keyspace, shard.name)] = not self.settings.recoveries_enabled or (
-                control.paused(shard.keyspace, shard.name, keyspace) is not None
+        shards = [s for s in topo.shards if s.key in checked_shards]
+
+        def shard_pass(shard: Shard) -> Callable[[], Coroutine[Any, Any, None]]:
+            return lambda: self._check_shard(
+                shard, by_shard.get(shard.key, []), topo, control, paused
             )
-            recover, why_not = self.recovers(key)
-            try:
-                await self.recovery.consider(
-                    keyspace, key, problems, recover=recover, why_not=why_not, control=control
-                )
-            except TopoError as e:
-                log.warning(f"no action: shard {key}: topology unavailable", error=str(e))
-            except Exception:
-                log.exception(f"no action: shard {key}: deciding its recovery failed")
+
+        await self._check_shards([shard_pass(s) for s in shards], len(checked))
+        self.primary_watch.follow([s for s in shards if self.recovers(s.key)[0]], topo.tablets)
+        if self.service.election.is_leader:
+            await self._sweep_interrupted(topo.locks)
+            await self.recovery.maintain(self.service.election.terms)
+            await self._end_expired_maintenance(topo.tablets)
         for key in set(self._problems) - checked_shards:
             del self._problems[key]
         for key in set(self.checking_since) - checked_shards:
@@ -258,6 +248,56 @@ class HealthChecker:
         self.last_cycle_at = time.time()
         self.cycled.set()
         self.cycled = asyncio.Event()
+
+    async def _check_shards(
+        self, passes: list[Callable[[], Coroutine[Any, Any, None]]], tablets: int
+    ) -> None:
+        """Run the shards' passes (check, analyse, decide), their starts spread evenly over the
+        cycle's pacing window (`pacing_window`): a fleet's checks all started at once would
+        queue behind each other and the host, and the last of them would wait far longer than
+        a check takes. Each shard is analysed as soon as its own tablets are checked, so
+        spreading delays no verdict: a shard is checked every interval, at its own moment."""
+        loop = asyncio.get_running_loop()
+        window = pacing_window(tablets, self.settings.health_interval_s,
+                               self.settings.health_spread)  # fmt: skip
+        started = loop.time()
+        async with asyncio.TaskGroup() as tg:
+            for i, run_pass in enumerate(passes):
+                delay = started + window * i / len(passes) - loop.time()
+                if delay > PACING_TICK_S:  # start the passes due within a tick together
+                    await asyncio.sleep(delay)
+                tg.create_task(run_pass())
+
+    async def _check_shard(
+        self, shard: Shard, tablets: list[Tablet], topo: Topology, control: RecoveryControl,
+        paused: dict[tuple[str, str], bool],
+    ) -> None:  # fmt: skip
+        """One shard's pass: check its tablets, analyse it, let `recovery.Recoveries` decide."""
+        await self.check_now(tablets)
+        key = shard.key
+        now = time.time()
+        self.shard_checks[key] = self.shard_checks.get(key, 0) + 1
+        self.checking_since.setdefault(key, now)
+        self.last_checked_at[key] = now
+        problems = analyze(
+            shard, tablets, self._health, lock=topo.locks.get(key),
+            unhealthy_checks=self.settings.unhealthy_checks_to_spare,
+            max_lag_s=self.settings.replica_lag_threshold_s, now=now,
+        )  # fmt: skip
+        self._problems[key] = problems
+        keyspace = topo.keyspaces.get(shard.keyspace)
+        paused[(shard.keyspace, shard.name)] = not self.settings.recoveries_enabled or (
+            control.paused(shard.keyspace, shard.name, keyspace) is not None
+        )
+        recover, why_not = self.recovers(key)
+        try:
+            await self.recovery.consider(
+                keyspace, key, problems, recover=recover, why_not=why_not, control=control
+            )
+        except TopoError as e:
+            log.warning(f"no action: shard {key}: topology unavailable", error=str(e))
+        except Exception:
+            log.exception(f"no action: shard {key}: deciding its recovery failed")
 
     def recovers(self, key: str) -> tuple[bool, str]:
         """Whether this instance recovers shard `key` (it owns it; with shards not shared: it
@@ -281,10 +321,10 @@ class HealthChecker:
 
     # -- checks ---------------------------------------------------------------------------------
 
-    async def _check_all(self, tablets: list[Tablet], checked: list[Tablet]) -> None:
-        """Check `checked` (of every tablet, `tablets`); a tablet no longer checked here (gone,
-        or its shard now checked by another instance) loses its connection and its health: if
-        its shard comes back, it starts afresh rather than from a stale count of failures."""
+    async def _forget_unchecked(self, tablets: list[Tablet], checked: list[Tablet]) -> None:
+        """Of every tablet (`tablets`), those no longer checked here (gone, or their shard now
+        checked by another instance) lose their connection and their health: if their shard
+        comes back, it starts afresh rather than from a stale count of failures."""
         current = {t.alias: t for t in tablets}
         mine = {t.alias: t for t in checked}
         for alias, old in list(self._checked.items()):
@@ -294,7 +334,6 @@ class HealthChecker:
                 if new is None:
                     self._health.pop(alias, None)
         self._tablets, self._checked = current, mine
-        await self.check_now(checked)
 
     async def check_now(self, tablets: Iterable[Tablet]) -> dict[str, TabletHealth]:
         """Check these tablets now (updating the latest health); returns every tablet's health."""
@@ -303,13 +342,13 @@ class HealthChecker:
         return dict(self._health)
 
     async def _check(self, tablet: Tablet) -> TabletHealth:
-        timeout = self.settings.health_timeout_s
-        deadline = timeout + min(self.settings.mysql_connect_timeout_s, timeout) + 0.1
+        """One check. Its time is bounded by the client: the connect by the pool's connect
+        timeout (at most `health_timeout_s`), the statements by `health_timeout_s` (no deadline
+        of our own on top: arming a timer costs about as much as parsing the answer)."""
         async with self._limit:
             started = time.monotonic()
             try:
-                async with asyncio.timeout(deadline):
-                    status = await self.pool.get(tablet).status(timeout=timeout)
+                status = await self.pool.get(tablet).status(timeout=self.settings.health_timeout_s)
                 error = None
             except Exception as e:
                 status, error = None, str(e) or type(e).__name__

@@ -146,7 +146,11 @@ async def test_stop_replication_is_left_stopped_by_a_running_service(
             f"the service restarted replication an operator stopped: {r}"
         )
         await asyncio.sleep(0.2)
-    assert recoveries(rs, ProblemKind.REPLICATION_STOPPED) == []
+    # A cycle whose topology read came just before the command wrote its tag can see the
+    # threads stopped and untagged; the recovery's fresh check then finds the tag and skips
+    # (recorded as such). Nothing may run.
+    acted = [e for e in recoveries(rs, ProblemKind.REPLICATION_STOPPED) if e["result"] != "skipped"]
+    assert acted == [], acted
     doc = await health(http, rs)
     kinds = [p["kind"] for p in doc["problems"].get("commerce/0", []) if p["tablet"] == "zone1-103"]
     assert ProblemKind.REPLICATION_STOPPED.value not in kinds, kinds
