@@ -262,14 +262,11 @@ class MariadbFlavor(Flavor):
     def parse_status(self, results: Sequence[Sequence[Row]]) -> ServerStatus:
         variables, replica_rows = _expect_results(results, 2)
         row = _single(variables)
-        executed = self.parse_position(row["executed"])
-        applied = self.parse_position(row["applied"])
-        replication = self.parse_replication(replica_rows[0], applied) if replica_rows else None
         server_id = int(row["server_id"])
-        errant = (
-            _errant(executed, applied, server_id) if replication is not None
-            else self.empty_position()
-        )  # fmt: skip
+        executed, applied, errant = _mariadb_positions(
+            _text(row["executed"]), _text(row["applied"]), server_id, bool(replica_rows)
+        )
+        replication = self.parse_replication(replica_rows[0], applied) if replica_rows else None
         return ServerStatus(
             server_id=server_id,
             server_uuid=None,
@@ -541,11 +538,20 @@ def _parse_position(
 
 
 @functools.lru_cache(maxsize=16384)
-def _errant(executed: Position, applied: Position, server_id: int) -> Position:
-    """A MariaDB replica's errant GTIDs (see :func:`_own_gtids`). Memoized like the positions
-    themselves: a health check reads the same pair of positions from a quiet replica every
-    second, and the answer depends on nothing else."""
-    return find_errant(_own_gtids(executed, server_id), applied)
+def _mariadb_positions(
+    executed_text: str, applied_text: str, server_id: int, replica: bool
+) -> tuple[Position, Position, Position]:
+    """A MariaDB server's executed and applied positions and its errant GTIDs (none unless it
+    is a replica; see :func:`_own_gtids`), from the texts of ``@@gtid_binlog_pos`` and
+    ``@@gtid_slave_pos``. Memoized on the texts: a health check reads the same pair from a
+    quiet server every second, and the answer depends on nothing else."""
+    executed = _parse_position(MariadbGtidSet, executed_text)
+    applied = _parse_position(MariadbGtidSet, applied_text)
+    errant = (
+        find_errant(_own_gtids(executed, server_id), applied) if replica
+        else MariadbGtidSet.parse("")
+    )  # fmt: skip
+    return executed, applied, errant
 
 
 def _own_gtids(executed: Position, server_id: int) -> Position:
@@ -574,6 +580,8 @@ def _single(rows: Sequence[Row]) -> Row:
 
 def _text(value: object) -> str:
     """Column value as text; drivers return bytes for binary columns and None for NULL."""
+    if type(value) is str:  # the common case first: called a dozen times per health check
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes | bytearray):
