@@ -40,7 +40,7 @@ from mysqlctl.errors import (
 from mysqlctl.flavor import Flavor, ReplicationStatus, ServerStatus, Statement, detect_flavor
 from mysqlctl.gtid import GtidParseError, Position
 
-__all__ = ["MysqlClient", "MysqlParams", "ReplicationStatus", "ServerStatus"]
+__all__ = ["MysqlClient", "MysqlParams", "ReplicationStatus", "ServerStatus", "stalled_error"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ _TEXT_PROTOCOL = object()
 # own timeout (which gives a clean answer) fires first.
 _WAIT_GRACE_S = 1.0
 _POLL_INTERVAL_S = 0.01
+# How often a wait for a position reads the replication status to notice that replication
+# stopped for good (the wait itself runs on the server and would not notice).
+_STALL_CHECK_S = 0.1
 # How long setting read_only=ON may take before commits stuck waiting for a semi-sync ACK are
 # killed (see MysqlClient.set_read_only).
 _FENCE_TRY_S = 1.0
@@ -433,6 +436,11 @@ class MysqlClient:
         server's own timeout), or :class:`MysqlTimeoutError` if the server does not answer even
         a second later. The wait runs on a connection of its own so that other calls on this
         client (health checks) are not held up.
+
+        While it runs, the replication status is read every ``_STALL_CHECK_S`` on the shared
+        connection: once replication is stopped for good (see :func:`stalled_error`) the wait
+        is abandoned, its statement killed, and :class:`ReplicationError` raised, instead of
+        waiting out the timeout for a position that cannot come.
         """
         if position.is_empty():
             return
@@ -448,8 +456,21 @@ class MysqlClient:
             rows = await _fetch(conn, statement)
             return rows[0]["result"]
 
-        result = await self._run(work, timeout=timeout + _WAIT_GRACE_S, retry=False, dedicated=True)
-        reached = flavor.wait_reached(result)
+        waiting = asyncio.create_task(
+            self._run(work, timeout=timeout + _WAIT_GRACE_S, retry=False, dedicated=True)
+        )
+        try:
+            stalled = await self._watch_stall(waiting, position)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                with contextlib.suppress(BaseException):
+                    await waiting
+        if stalled is not None:
+            with contextlib.suppress(MysqlError):
+                await self._run(self._kill_work, timeout=None, retry=True)
+            raise stalled
+        reached = flavor.wait_reached(waiting.result())
         if reached:
             return
         snapshot = await self._status_or_none()
@@ -470,6 +491,30 @@ class MysqlClient:
             io_error=replication.last_io_error if replication else "",
             sql_error=replication.last_sql_error if replication else "",
         )
+
+    async def _watch_stall(
+        self, waiting: asyncio.Task[object], position: Position
+    ) -> ReplicationError | None:
+        """Until ``waiting`` ends: the error to end it with if replication stalls short of
+        ``position``, else ``None``. A status that cannot be read says nothing either way."""
+        while True:
+            await asyncio.wait({waiting}, timeout=_STALL_CHECK_S)
+            if waiting.done():
+                return None
+            try:
+                replication = (await self.status()).replication
+            except MysqlError:
+                continue
+            if replication is not None and replication.applied.contains(position):
+                continue  # reached: the wait returns by itself
+            error = stalled_error(self.address, replication, str(position))
+            if error is not None and not waiting.done():
+                return error
+
+    async def _kill_work(self, conn: Connection, flavor: Flavor) -> None:
+        """Kill what abandoned connections left running (an abandoned wait) right away,
+        rather than at the next reconnect."""
+        await self._kill_abandoned(conn)
 
     async def wait_relay_applied(self, timeout: float) -> Position:
         """After :meth:`stop_io_thread`: wait until the SQL thread applied everything the IO
@@ -764,6 +809,34 @@ async def open_connection(
         conn.close()
         raise
     return conn
+
+
+def stalled_error(
+    address: str, replication: ReplicationStatus | None, waiting_for: str
+) -> ReplicationError | None:
+    """The error that ends a wait for ``waiting_for`` on a server whose replication will not
+    deliver it (see :meth:`ReplicationStatus.stalled`), or ``None`` while it may.
+
+    A server that is not configured as a replica at all cannot deliver anything either. The
+    error carries the server's error number (the IO thread's or the SQL thread's, whichever
+    stopped) as ``code`` and both last error messages, so a reparent's report names the cause.
+    """
+    if replication is None:
+        return ReplicationError(
+            f"{address} is not configured as a replica: {waiting_for} cannot arrive",
+            address=address,
+        )
+    reason = replication.stalled()
+    if reason is None:
+        return None
+    code = replication.last_sql_errno if not replication.sql_running else replication.last_io_errno
+    return ReplicationError(
+        f"{address}: replication {reason}: {waiting_for} cannot arrive",
+        address=address,
+        code=code or None,
+        io_error=replication.last_io_error,
+        sql_error=replication.last_sql_error,
+    )
 
 
 async def _noop(conn: Connection, flavor: Flavor) -> None:

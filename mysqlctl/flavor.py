@@ -99,11 +99,32 @@ class ReplicationStatus:
     lag_seconds: int | None
     last_io_error: str
     last_sql_error: str
+    # The error numbers of those messages (0: none), e.g. 1236 when the source cannot serve
+    # the GTIDs asked for, 2003 while it cannot be reached.
+    last_io_errno: int = 0
+    last_sql_errno: int = 0
 
     @property
     def running(self) -> bool:
         """Both threads run: the replica is replicating (or trying to, see ``io_state``)."""
         return self.io_running and self.sql_running
+
+    def stalled(self) -> str | None:
+        """Why this replica will apply nothing more until someone acts on it, or ``None``.
+
+        Waits for a position or a journal row ask this, so that replication that cannot deliver
+        fails them at once instead of at their timeout. Stalled means: the SQL thread stopped
+        (nothing restarts it by itself), or the IO thread stopped with an error (``io_state``
+        "No", not "Connecting": the server retries connect errors by itself, and gives up on
+        the others, such as 1236 when the source lacks or purged the GTIDs asked for) and the
+        SQL thread applied all it had received, so that the relay log holds nothing more.
+        """
+        if not self.sql_running:
+            error = f" with error {self.last_sql_errno}" if self.last_sql_errno else ""
+            return f"SQL thread stopped{error}"
+        if self.io_state == "No" and self.last_io_errno and self.applied.contains(self.received):
+            return f"IO thread stopped with error {self.last_io_errno}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -295,6 +316,8 @@ class MariadbFlavor(Flavor):
             lag_seconds=_as_int(row.get("Seconds_Behind_Master")),
             last_io_error=_text(row.get("Last_IO_Error")),
             last_sql_error=_text(row.get("Last_SQL_Error")),
+            last_io_errno=_as_int(row.get("Last_IO_Errno")) or 0,
+            last_sql_errno=_as_int(row.get("Last_SQL_Errno")) or 0,
         )
 
     def set_read_only(self, on: bool) -> list[Statement]:
@@ -417,6 +440,8 @@ class Mysql8Flavor(Flavor):
             lag_seconds=_as_int(row.get("Seconds_Behind_Source")),
             last_io_error=_text(row.get("Last_IO_Error")),
             last_sql_error=_text(row.get("Last_SQL_Error")),
+            last_io_errno=_as_int(row.get("Last_IO_Errno")) or 0,
+            last_sql_errno=_as_int(row.get("Last_SQL_Errno")) or 0,
         )
 
     def set_read_only(self, on: bool) -> list[Statement]:

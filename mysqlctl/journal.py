@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from mysqlctl.client import MysqlClient
-from mysqlctl.errors import MysqlError, MysqlServerError, WaitTimeoutError
+from mysqlctl.client import MysqlClient, stalled_error
+from mysqlctl.errors import MysqlError, MysqlServerError, ReplicationError, WaitTimeoutError
 from mysqlctl.gtid import Position
 
 __all__ = [
@@ -39,6 +39,9 @@ _CREATE_TABLE = f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
 # "Unknown database" and "Table doesn't exist": the journal was never written on this shard.
 _MISSING = frozenset({1049, 1146})
 _POLL_INTERVAL_S = 0.015
+# How often a wait for the row also reads the replica's replication status (two round trips)
+# to notice replication that will never deliver it.
+_STATUS_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -107,25 +110,24 @@ async def read_journal(client: MysqlClient, limit: int = 50) -> list[JournalEntr
 
 
 async def wait_for_journal_entry(client: MysqlClient, time_created_ns: int, timeout: float) -> None:
-    """Poll until the entry keyed ``time_created_ns`` exists on the server (it replicated);
-    :class:`WaitTimeoutError` naming the server after ``timeout`` seconds."""
+    """Poll until the entry keyed ``time_created_ns`` exists on the server (it replicated).
+
+    :class:`WaitTimeoutError` naming the server after ``timeout`` seconds, and sooner
+    :class:`ReplicationError` (see :func:`~mysqlctl.client.stalled_error`) once the server's
+    replication is seen stopped for good: a replica that holds GTIDs its new source never had
+    (error 1236) would otherwise keep a reparent waiting for the whole timeout. Replication
+    status is read only every ``_STATUS_EVERY_S``, as a row that arrives at once (the usual
+    case) needs no status read at all.
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    started = loop.time()
+    deadline = started + timeout
+    next_status = started + _STATUS_EVERY_S
     while True:
-        remaining = deadline - loop.time()
-        try:
-            row = await client.fetch_one(
-                f"SELECT 1 AS found FROM {_TABLE} WHERE time_created_ns = %s",
-                (int(time_created_ns),),
-                timeout=max(0.05, min(client.params.query_timeout, remaining)),
-            )
-        except MysqlServerError as exc:
-            if exc.code not in _MISSING:
-                raise
-            row = None
-        if row is not None:
+        if await _has_entry(client, time_created_ns, deadline - loop.time()):
             return
-        if loop.time() >= deadline:
+        now = loop.time()
+        if now >= deadline:
             io_error, sql_error = await _replication_errors(client)
             raise WaitTimeoutError(
                 f"{client.address}: journal entry {time_created_ns} did not arrive within"
@@ -134,7 +136,37 @@ async def wait_for_journal_entry(client: MysqlClient, time_created_ns: int, time
                 io_error=io_error,
                 sql_error=sql_error,
             )
+        if now >= next_status:
+            next_status = now + _STATUS_EVERY_S
+            error = await _stalled(client, time_created_ns, deadline - now)
+            # The row may have been applied between the read above and the status read.
+            if error is not None and not await _has_entry(
+                client, time_created_ns, deadline - loop.time()
+            ):
+                raise error
         await asyncio.sleep(_POLL_INTERVAL_S)
+
+
+async def _has_entry(client: MysqlClient, time_created_ns: int, remaining: float) -> bool:
+    try:
+        row = await client.fetch_one(
+            f"SELECT 1 AS found FROM {_TABLE} WHERE time_created_ns = %s",
+            (int(time_created_ns),),
+            timeout=max(0.05, min(client.params.query_timeout, remaining)),
+        )
+    except MysqlServerError as exc:
+        if exc.code not in _MISSING:
+            raise
+        return False
+    return row is not None
+
+
+async def _stalled(
+    client: MysqlClient, time_created_ns: int, remaining: float
+) -> ReplicationError | None:
+    """The error to fail the wait with if the server's replication cannot deliver the row."""
+    status = await client.status(timeout=max(0.05, min(client.params.query_timeout, remaining)))
+    return stalled_error(client.address, status.replication, f"journal entry {time_created_ns}")
 
 
 async def _replication_errors(client: MysqlClient) -> tuple[str, str]:

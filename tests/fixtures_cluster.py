@@ -134,6 +134,16 @@ class Shard:
 
         await eventually(running, timeout, f"{alias} to replicate")
 
+    async def diverge(self, alias: str, row_id: int = 999_999) -> None:
+        """Leave `alias` as a diverged former primary is left when it comes back: a transaction
+        of its own (binlogged in domain 0) that no other server has, counted as replicated.
+        Replication is stopped; once pointed at any other server and started, its IO thread
+        stops with error 1236 (the source lacks the GTID it asks to resume after)."""
+        c = self.admin(alias)
+        await c.execute("STOP SLAVE")
+        await c.execute("INSERT INTO test.acked (id, t) VALUES (%s, 0)", (row_id,))
+        await c.execute("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+
     async def primary_alias(self) -> str | None:
         return (await self.store.get_shard(self.keyspace, self.shard)).primary_alias
 

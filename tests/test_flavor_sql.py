@@ -10,10 +10,12 @@ import math
 
 import pytest
 
-from mysqlctl.errors import UnsupportedFlavorError
+from mysqlctl.client import stalled_error
+from mysqlctl.errors import ReplicationError, UnsupportedFlavorError, WaitTimeoutError
 from mysqlctl.flavor import (
     MariadbFlavor,
     Mysql8Flavor,
+    ReplicationStatus,
     Statement,
     detect_flavor,
 )
@@ -332,6 +334,69 @@ def test_mariadb_status_of_a_broken_replica() -> None:
     assert replication.last_sql_error == "Duplicate entry"
 
 
+def mariadb_replication(**overrides: object) -> ReplicationStatus:
+    status = MARIADB.parse_status(
+        [[mariadb_vars(applied="0-101-42")], [mariadb_slave_row(**overrides)]]
+    )
+    assert status.replication is not None
+    return status.replication
+
+
+def test_mariadb_error_numbers_are_read() -> None:
+    replication = mariadb_replication(
+        Slave_IO_Running="No", Last_IO_Errno=1236, Last_IO_Error="Got fatal error 1236",
+        Last_SQL_Errno="1062", Last_SQL_Error="Duplicate entry",
+    )  # fmt: skip
+    assert (replication.last_io_errno, replication.last_sql_errno) == (1236, 1062)
+    # Columns missing (or NULL) read as no error.
+    assert (mariadb_replication(Last_IO_Errno=None).last_io_errno,
+            mariadb_replication().last_sql_errno) == (0, 0)  # fmt: skip
+
+
+def test_stalled_replication_is_told_from_replication_that_may_recover() -> None:
+    # Replicating, or retrying a connect error (the server keeps trying): may deliver.
+    assert mariadb_replication().stalled() is None
+    assert mariadb_replication(Slave_IO_Running="Preparing").stalled() is None
+    assert mariadb_replication(
+        Slave_IO_Running="Connecting", Last_IO_Errno=2003, Last_IO_Error="error connecting"
+    ).stalled() is None  # fmt: skip
+    # IO thread stopped without an error (on purpose): someone may start it again.
+    assert mariadb_replication(Slave_IO_Running="No").stalled() is None
+    # IO thread stopped with an error while its relay log still holds unapplied
+    # transactions: the SQL thread goes on applying them.
+    assert mariadb_replication(
+        Slave_IO_Running="No", Last_IO_Errno=1236, Gtid_IO_Pos="0-101-45"
+    ).stalled() is None  # fmt: skip
+    # Stalled: the IO thread gave up with an error and nothing is left to apply...
+    assert mariadb_replication(
+        Slave_IO_Running="No", Last_IO_Errno=1236, Gtid_IO_Pos="0-101-42"
+    ).stalled() == "IO thread stopped with error 1236"  # fmt: skip
+    # ... or the SQL thread stopped, with an error or without.
+    assert mariadb_replication(
+        Slave_SQL_Running="No", Last_SQL_Errno=1062
+    ).stalled() == "SQL thread stopped with error 1062"  # fmt: skip
+    assert mariadb_replication(Slave_SQL_Running="No").stalled() == "SQL thread stopped"
+
+
+def test_stalled_error_names_the_server_and_its_error() -> None:
+    replication = mariadb_replication(
+        Slave_IO_Running="No", Last_IO_Errno=1236, Last_IO_Error="Got fatal error 1236 from master"
+    )  # fmt: skip
+    error = stalled_error("127.0.0.1:4001", replication, "journal entry 7")
+    assert isinstance(error, ReplicationError) and not isinstance(error, WaitTimeoutError)
+    assert (error.address, error.code) == ("127.0.0.1:4001", 1236)
+    assert str(error) == (
+        "127.0.0.1:4001: replication IO thread stopped with error 1236: journal entry 7 cannot"
+        " arrive (Last_IO_Error: Got fatal error 1236 from master)"
+    )
+    sql = stalled_error("h:1", mariadb_replication(Slave_SQL_Running="No", Last_SQL_Errno=1950,
+                                                   Last_SQL_Error="out-of-order"), "x")  # fmt: skip
+    assert sql is not None and sql.code == 1950 and sql.sql_error == "out-of-order"
+    assert stalled_error("h:1", mariadb_replication(), "x") is None
+    not_a_replica = stalled_error("h:1", None, "x")
+    assert not_a_replica is not None and "not configured as a replica" in str(not_a_replica)
+
+
 def test_mariadb_errant_is_local_write_on_a_replica() -> None:
     status = MARIADB.parse_status(
         [[mariadb_vars(executed="0-102-43", applied="0-101-42")], [mariadb_slave_row()]]
@@ -385,6 +450,8 @@ def test_mysql_status_with_mysql8_column_names() -> None:
                     "Seconds_Behind_Source": 1,
                     "Last_IO_Error": "",
                     "Last_SQL_Error": "",
+                    "Last_IO_Errno": 0,
+                    "Last_SQL_Errno": "13121",
                     "Retrieved_Gtid_Set": f"{UUID_A}:50-101",
                     "Executed_Gtid_Set": executed,
                     "Auto_Position": 1,
@@ -405,6 +472,7 @@ def test_mysql_status_with_mysql8_column_names() -> None:
     assert replication.applied == MysqlGtidSet.parse(executed)
     assert not replication.applied.contains(replication.received)  # 101 not applied yet
     assert replication.lag_seconds == 1
+    assert (replication.last_io_errno, replication.last_sql_errno) == (0, 13121)
 
 
 def test_mysql_status_without_semi_sync_plugins_or_replication() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -150,17 +150,33 @@ async def test_wait_for_position_returns_once_replica_applied_it(replicated_trio
     await replica1.wait_for_position(MariadbGtidSet(), 0)  # empty: nothing to wait for
 
 
-async def test_wait_for_position_times_out_cleanly_when_sql_thread_stopped(
+@contextlib.asynccontextmanager
+async def sql_thread_held_up(
+    server: MariadbServer, primary: MysqlClient, replica: MysqlClient
+) -> AsyncIterator[Position]:
+    """Within the block the replica's SQL thread runs but cannot apply the primary's newest
+    transaction (a transaction of the test holds the row it updates): a slow replica, not a
+    broken one. Yields the position it cannot reach."""
+    await create_table(primary)
+    await primary.execute("INSERT INTO app.t VALUES (1, 'x') ON DUPLICATE KEY UPDATE v = 'x'")
+    await replica.wait_for_position(await primary.primary_position(), 5)
+    async with MysqlClient(mysql_params_for(server)) as blocker:
+        await blocker.execute("BEGIN")
+        await blocker.fetch_all("SELECT * FROM app.t WHERE id = 1 FOR UPDATE", retry=False)
+        await primary.execute("UPDATE app.t SET v = 'y' WHERE id = 1")
+        yield await primary.primary_position()
+        await blocker.execute("ROLLBACK")
+
+
+async def test_wait_for_position_times_out_cleanly_when_replica_is_slow(
     replicated_trio: Trio,
 ) -> None:
-    _, (primary, replica1, _) = replicated_trio
-    await replica1.execute("STOP SLAVE SQL_THREAD")
-    await create_table(primary)
-    position = await primary.primary_position()
-    started = time.monotonic()
-    with pytest.raises(WaitTimeoutError) as timed_out:
-        await replica1.wait_for_position(position, 1.0)
-    elapsed = time.monotonic() - started
+    servers, (primary, replica1, _) = replicated_trio
+    async with sql_thread_held_up(servers[1], primary, replica1) as position:
+        started = time.monotonic()
+        with pytest.raises(WaitTimeoutError) as timed_out:
+            await replica1.wait_for_position(position, 1.0)
+        elapsed = time.monotonic() - started
     # Gives up at its deadline, not before, and does not hang (by how much it overruns the
     # deadline is a figure of `python -m bench.timeouts`).
     assert 0.9 < elapsed < 5.0
@@ -168,30 +184,112 @@ async def test_wait_for_position_times_out_cleanly_when_sql_thread_stopped(
     assert timed_out.value.target == position
     assert timed_out.value.reached is not None
     assert not timed_out.value.reached.contains(position)
-    # The client is still usable, and the replica catches up once the SQL thread runs.
-    await replica1.start_replication()
+    # The client is still usable, and the replica catches up once the row is free.
     await replica1.wait_for_position(position, 5)
 
 
-async def test_wait_for_position_does_not_block_other_calls(replicated_trio: Trio) -> None:
+async def test_wait_for_position_fails_fast_when_sql_thread_stopped(
+    replicated_trio: Trio,
+) -> None:
     servers, (primary, replica1, _) = replicated_trio
     await replica1.execute("STOP SLAVE SQL_THREAD")
     await create_table(primary)
     position = await primary.primary_position()
-    waiting = asyncio.create_task(replica1.wait_for_position(position, 5))
-
-    # The wait is running on the replica (its statement is in the replica's process list).
+    started = time.monotonic()
+    with pytest.raises(ReplicationError, match="SQL thread stopped") as stopped:
+        await replica1.wait_for_position(position, 20)
+    assert time.monotonic() - started < 3, "waited for a position that could not come"
+    assert not isinstance(stopped.value, WaitTimeoutError)
+    assert stopped.value.address == replica1.address
+    # The abandoned MASTER_GTID_WAIT does not linger on the server.
     async with MysqlClient(mysql_params_for(servers[1])) as other:
-        deadline = time.monotonic() + 5
-        while not (await other.fetch_all(
+        assert not await other.fetch_all(
             "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE '%MASTER_GTID_WAIT%'"
             " AND ID <> CONNECTION_ID()"
-        )):  # fmt: skip
-            assert time.monotonic() < deadline, "the position wait never started"
-            await asyncio.sleep(0.01)
-    assert (await replica1.status()).replication is not None  # health checks keep working
-    assert not waiting.done(), "status() returned only after the position wait ended"
+        )
     await replica1.start_replication()
+    await replica1.wait_for_position(position, 5)
+
+
+async def diverge(replica: MysqlClient) -> None:
+    """Make the replica ask its source for a GTID the source never had, as a former primary
+    that committed a transaction nobody received asks after coming back: its IO thread stops
+    with error 1236 as soon as it connects.
+
+    The GTID is the next sequence number, from another server id: a larger one would make
+    MASTER_GTID_WAIT, which compares sequence numbers only, count later positions as reached.
+    """
+    position = (await replication_of(replica)).applied
+    assert isinstance(position, MariadbGtidSet)
+    (gtid,) = position.gtids
+    await replica.execute("STOP SLAVE")
+    await replica.execute(f"SET GLOBAL gtid_slave_pos = '{gtid.domain}-999-{gtid.seq + 1}'")
+    await replica.execute("START SLAVE")
+
+
+async def test_waits_fail_fast_when_the_source_lacks_the_replicas_gtids(
+    replicated_trio: Trio,
+) -> None:
+    _, (primary, replica1, replica2) = replicated_trio
+    await create_table(primary)
+    position = await primary.primary_position()
+    await asyncio.gather(*(r.wait_for_position(position, 5) for r in (replica1, replica2)))
+    await asyncio.gather(diverge(replica1), diverge(replica2))
+    await primary.execute("INSERT INTO app.t VALUES (1, 'x')")
+    entry = await write_journal_entry(primary, "PlannedReparentShard", "zone1-101", None)
+    position = await primary.primary_position()
+    started = time.monotonic()
+    with pytest.raises(ReplicationError, match="IO thread stopped with error 1236") as journal:
+        await wait_for_journal_entry(replica1, entry.time_created_ns, 20)
+    assert time.monotonic() - started < 3, "waited for a journal row that could not come"
+    assert not isinstance(journal.value, WaitTimeoutError)
+    assert (journal.value.address, journal.value.code) == (replica1.address, 1236)
+    assert "1236" in journal.value.io_error
+    started = time.monotonic()
+    with pytest.raises(ReplicationError, match="IO thread stopped with error 1236") as wait:
+        await replica2.wait_for_position(position, 20)
+    assert time.monotonic() - started < 3, "waited for a position that could not come"
+    assert (wait.value.address, wait.value.code) == (replica2.address, 1236)
+
+
+async def test_journal_wait_goes_on_while_the_source_cannot_be_reached(
+    replicated_trio: Trio,
+) -> None:
+    servers, (primary, replica1, _) = replicated_trio
+    entry = await write_journal_entry(primary, "PlannedReparentShard", "zone1-101", None)
+    with refused_port() as port:  # the server retries: connect errors may be transient
+        await replica1.set_replication_source(
+            "127.0.0.1", port, user="orc", password="x", semi_sync=False
+        )
+        deadline = time.monotonic() + 5
+        while not (replication := await replication_of(replica1)).last_io_errno:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert replication.io_state == "Connecting" and replication.stalled() is None
+        started = time.monotonic()
+        with pytest.raises(WaitTimeoutError):
+            await wait_for_journal_entry(replica1, entry.time_created_ns, 1.0)
+        assert time.monotonic() - started >= 1.0
+    await attach_replica(replica1, servers[0])
+    await wait_for_journal_entry(replica1, entry.time_created_ns, 5)
+
+
+async def test_wait_for_position_does_not_block_other_calls(replicated_trio: Trio) -> None:
+    servers, (primary, replica1, _) = replicated_trio
+    async with sql_thread_held_up(servers[1], primary, replica1) as position:
+        waiting = asyncio.create_task(replica1.wait_for_position(position, 5))
+
+        # The wait is running on the replica (its statement is in the replica's process list).
+        async with MysqlClient(mysql_params_for(servers[1])) as other:
+            deadline = time.monotonic() + 5
+            while not (await other.fetch_all(
+                "SELECT ID FROM information_schema.PROCESSLIST"
+                " WHERE INFO LIKE '%MASTER_GTID_WAIT%' AND ID <> CONNECTION_ID()"
+            )):  # fmt: skip
+                assert time.monotonic() < deadline, "the position wait never started"
+                await asyncio.sleep(0.01)
+        assert (await replica1.status()).replication is not None  # health checks keep working
+        assert not waiting.done(), "status() returned only after the position wait ended"
     await waiting
 
 
@@ -376,7 +474,9 @@ async def test_journal_on_primary_replicates_and_reads_newest_first(replicated_t
     assert first.replication_position is not None
     assert first.replication_position.startswith("MariaDB/")
 
-    await replica2.stop_replication()
+    # The IO thread stopped without an error: the row cannot come, but nothing is known to be
+    # broken (someone may start it again), so the wait keeps its deadline.
+    await replica2.execute("STOP SLAVE IO_THREAD")
     third = await write_journal_entry(primary, "PlannedReparentShard", "zone1-101", None)
     started = time.monotonic()
     with pytest.raises(WaitTimeoutError) as timed_out:

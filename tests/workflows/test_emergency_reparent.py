@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -10,8 +11,12 @@ from mysqlctl.journal import read_journal
 from tests.fixtures_cluster import Shard, ShardFactory, Writer, eventually
 from tests.helpers.split_brain import SplitBrainWatcher
 from topo.records import TabletType
-from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
-from workflows.errors import InvalidArgumentError, PreconditionError
+from workflows.emergency_reparent import (
+    ACTION,
+    EmergencyReparentOptions,
+    emergency_reparent_shard,
+)
+from workflows.errors import InvalidArgumentError, PartialFailureError, PreconditionError
 from workflows.replication import reparent_tablet
 
 
@@ -284,3 +289,43 @@ async def test_ers_on_a_live_primary_changes_nothing_unless_a_new_primary_is_nam
     assert (await shard.tablet("zone1-101")).type == TabletType.SPARE
     await writer.wait_all_on("zone1-103")
     assert await shard.check_invariants() == "zone1-102"
+
+
+async def test_ers_reports_a_replica_that_cannot_replicate_without_waiting_for_it(
+    shard_factory: ShardFactory,
+) -> None:
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    writer = Writer(shard)
+    await writer.write(3)
+    for alias in ("zone1-102", "zone1-103"):
+        await writer.wait_all_on(alias)
+    shard.server("zone1-101").kill()
+
+    async def diverge() -> None:
+        # Once the elect is chosen: 103 holds a GTID the elect never had (the state of a
+        # diverged old primary brought back as a replica), so its repointed IO thread stops
+        # with error 1236 and the journal row can never reach it.
+        await shard.diverge("zone1-103")
+
+    env = shard.with_faults(ers_before_promote=diverge)
+    started = time.monotonic()
+    with pytest.raises(PartialFailureError, match="zone1-103") as e:
+        await emergency_reparent_shard(
+            env, ers(shard, new_primary="zone1-102", wait_replicas_timeout=20)
+        )
+    elapsed = time.monotonic() - started
+    print(f"\nERS with a replica failing with 1236: {elapsed * 1000:.0f} ms")
+    assert elapsed < 5, f"ERS took {elapsed:.1f}s: it waited for a replica that cannot replicate"
+    assert "zone1-102 is the new primary" in str(e.value)
+    assert "1236" in str(e.value)
+    # Reported as a late replica always was: in the result's warnings, by alias.
+    record = await shard.store.get_workflow(
+        next(w.id for w in await shard.store.list_workflows() if w.action == ACTION)
+    )
+    (late,) = [w for w in record.result["warnings"] if w.startswith("zone1-103:")]
+    assert "IO thread stopped with error 1236" in late
+    # The reparent itself is complete: the elect is the serving primary and takes writes.
+    assert await shard.primary_alias() == "zone1-102"
+    assert await shard.serving() == ("zone1-102", True)
+    await writer.write(2)

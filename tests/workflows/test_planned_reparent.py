@@ -17,6 +17,7 @@ from workflows.errors import (
     AbortedError,
     ActiveReparentsDisabledError,
     InvalidArgumentError,
+    PartialFailureError,
     PreconditionError,
 )
 from workflows.externally_reparented import (
@@ -447,3 +448,39 @@ async def test_prs_whose_promotion_fails_half_way_fences_the_elect_before_undoin
     assert await writer.missing_on("zone1-101") == []
     print(f"failed promotion undone: {watch.summary()}; {len(writer.acked)} writes acknowledged, "
           f"failures {dict(writer.error_kinds)}")  # fmt: skip
+
+
+async def test_prs_reports_a_replica_that_cannot_replicate_without_waiting_for_it(
+    shard_factory: ShardFactory,
+) -> None:
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    writer = Writer(shard)
+    await writer.write(3)
+    for alias in ("zone1-102", "zone1-103"):
+        await writer.wait_all_on(alias)
+
+    async def diverge() -> None:
+        # After the promotion, before the repointing: 103 holds a GTID the new primary never
+        # had, so its repointed IO thread stops with error 1236.
+        await shard.diverge("zone1-103")
+
+    env = shard.with_faults(prs_after_promote=diverge)
+    started = time.monotonic()
+    with pytest.raises(PartialFailureError, match="zone1-103") as e:
+        await planned_reparent_shard(
+            env, prs(shard, new_primary="zone1-102", wait_replicas_timeout=20)
+        )
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"PRS took {elapsed:.1f}s: it waited for a replica that cannot replicate"
+    assert "zone1-102 is the new primary" in str(e.value) and "1236" in str(e.value)
+    record = await shard.store.get_workflow(
+        next(w.id for w in await shard.store.list_workflows() if w.action.startswith("Planned"))
+    )
+    (late,) = [w for w in record.result["warnings"] if w.startswith("zone1-103:")]
+    assert "IO thread stopped with error 1236" in late
+    assert await shard.primary_alias() == "zone1-102"
+    assert await shard.serving() == ("zone1-102", True)
+    await writer.write(2)
+    # The old primary was repointed and is waited for as before: it has the new rows.
+    await writer.wait_all_on("zone1-101")
