@@ -86,13 +86,23 @@ async def reparent_tablet(
 
 
 async def _wait_io_running(env: WorkflowEnv, tablet: Tablet, wait_s: float) -> ServerStatus:
-    """Replication counts as working once both threads run without error."""
+    """Replication counts as working once both threads run without error.
+
+    Replication stopped for good (see ``ReplicationStatus.stalled``, e.g. error 1236 from a
+    primary that lacks the tablet's GTIDs) fails at once rather than after `wait_s`."""
     deadline = time.monotonic() + wait_s
     while True:
         status = await env.mysql(tablet).status()
         repl = status.replication
         if repl is not None and repl.io_running and repl.sql_running:
             return status
+        stalled = repl.stalled() if repl is not None else None
+        if repl is not None and stalled is not None:
+            err = repl.last_io_error if repl.sql_running else repl.last_sql_error
+            raise PreconditionError(
+                f"{tablet.alias} cannot replicate: {stalled}" + (f": {err}" if err else ""),
+                tablet=tablet.alias,
+            )
         if time.monotonic() > deadline:
             err = (repl.last_io_error or repl.last_sql_error) if repl else "not configured"
             raise PreconditionError(

@@ -3,6 +3,8 @@ etcd and MariaDB servers."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.fixtures_cluster import ShardFactory, Writer
@@ -134,3 +136,23 @@ async def test_stop_replication_is_remembered_until_start(shard_factory) -> None
     await start_replication(shard.env, "zone1-102")
     assert STOPPED_BY_OPERATOR_TAG not in (await shard.store.get_tablet("zone1-102")).tags
     await shard.check_invariants()
+
+
+async def test_reparent_tablet_of_a_diverged_tablet_fails_at_once(
+    shard_factory: ShardFactory,
+) -> None:
+    shard = await shard_factory(tablets=3)
+    await shard.create_test_table()
+    writer = Writer(shard)
+    await writer.write(2)
+    await writer.wait_all_on("zone1-103")
+    # 103 holds a GTID the primary never had (as a diverged former primary does) and its
+    # position does not show it: the primary refuses it with error 1236 once it connects.
+    await shard.diverge("zone1-103")
+    await writer.write(2)  # the primary moves past the diverged sequence number
+    started = time.monotonic()
+    with pytest.raises(
+        PreconditionError, match="cannot replicate: IO thread stopped with error 1236"
+    ):
+        await reparent_tablet(shard.env, "zone1-103", wait_s=20)
+    assert time.monotonic() - started < 5, "waited out wait_s for a tablet that cannot replicate"
