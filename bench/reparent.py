@@ -43,7 +43,7 @@ from workflows.emergency_reparent import EmergencyReparentOptions, emergency_rep
 from workflows.env import WorkflowEnv
 from workflows.errors import WorkflowError
 from workflows.planned_reparent import PlannedReparentOptions, planned_reparent_shard
-from workflows.replication import reparent_tablet
+from workflows.replication import reparent_tablet, transactions_missing_on
 
 
 def log(msg: str) -> None:
@@ -62,30 +62,31 @@ async def current_primary(state: ClusterState, env: WorkflowEnv) -> str:
 
 
 async def restore(state: ClusterState, env: WorkflowEnv, alias: str) -> bool:
-    """Bring a killed old primary back as a replica, if it holds nothing the shard lacks."""
+    """Bring a killed old primary back as a replica, if it holds nothing the shard lacks.
+
+    A primary SIGKILLed under writes (durability none) may have committed transactions that no
+    replica received. Its position cannot show that once the new primary has written past the
+    same sequence number (MariaDB keeps one GTID per domain), so the check compares binlog
+    states (`transactions_missing_on`). A diverged server let back as a replica would stop
+    with error 1236 when repointed by the next failover, which then waited for it."""
     server = state.tablet(alias).server
     await server.start_again()
-    client = await admin(state, alias)
-    try:
-        status = await client.status()
-        primary = await current_primary(state, env)
-        p = await admin(state, primary)
-        primary_pos = (await p.status()).position
-        await p.close()
-        if not primary_pos.contains(status.position):
-            log(f"  {alias} came back with transactions the new primary lacks "
-                f"({status.position.difference(primary_pos)}); left as spare")  # fmt: skip
-            return False
-    finally:
-        await client.close()
+    tablet, primary = await asyncio.gather(
+        env.store.get_tablet(alias), env.store.get_tablet(await current_primary(state, env))
+    )
+    missing = await transactions_missing_on(env, tablet, primary)
+    if missing:
+        log(f"  {alias} came back with transactions the new primary lacks ({missing}); "
+            "left as spare")  # fmt: skip
+        return False
     await env.store.update_tablet_fields(
         alias, lambda t: dataclasses.replace(t, type=TabletType.REPLICA)
     )
     try:
         await reparent_tablet(env, alias, wait_s=3)
     except WorkflowError as e:
-        # MariaDB positions keep one GTID per domain, so a diverged server can look contained
-        # once the new primary has moved past; gtid_strict_mode then refuses to replicate.
+        # Divergence was ruled out above; whatever else keeps it from replicating, it must not
+        # stay a replica that the next failover repoints and waits for.
         log(f"  {alias} cannot rejoin ({e}); stopped and left as spare")
         await server.stop()
         await env.store.update_tablet_fields(
