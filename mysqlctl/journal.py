@@ -164,8 +164,12 @@ async def _has_entry(client: MysqlClient, time_created_ns: int, remaining: float
 async def _stalled(
     client: MysqlClient, time_created_ns: int, remaining: float
 ) -> ReplicationError | None:
-    """The error to fail the wait with if the server's replication cannot deliver the row."""
-    status = await client.status(timeout=max(0.05, min(client.params.query_timeout, remaining)))
+    """The error to fail the wait with if the server's replication cannot deliver the row.
+    A status that cannot be read says nothing either way: the row reads decide."""
+    try:
+        status = await client.status(timeout=max(0.05, min(client.params.query_timeout, remaining)))
+    except MysqlError:
+        return None
     return stalled_error(client.address, status.replication, f"journal entry {time_created_ns}")
 
 
