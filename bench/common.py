@@ -11,6 +11,8 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runtime import tune_gc
+
 
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100); 0.0 for no values."""
@@ -50,6 +52,7 @@ def run_main(main: Coroutine[Any, Any, None]) -> None:
             loop.add_signal_handler(sig, task.cancel)
         await main
 
+    tune_gc()  # as `orchestrator serve` and `worker` run
     try:
         asyncio.run(guarded())
     except asyncio.CancelledError:

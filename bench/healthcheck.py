@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import resource
@@ -301,20 +302,56 @@ def _servers_cpu_s() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+class GcPauses:
+    """The garbage collector's collections while in the `with` block, per generation: how many,
+    the longest and the total (each one stops the event loop, every check in flight with it)."""
+
+    def __init__(self) -> None:
+        self.by_generation: dict[int, list[float]] = {}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._started
+            self.by_generation.setdefault(info["generation"], []).append(took)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            f"gen{g}": {"collections": len(ds), "max_ms": round(max(ds) * 1000, 1),
+                        "total_ms": round(sum(ds) * 1000, 1)}
+            for g, ds in sorted(self.by_generation.items())
+        }  # fmt: skip
+
+
 async def measure(hc: HealthChecker, seconds: float, interval: float) -> dict[str, Any]:
-    """One warm-up cycle, then cycles as `HealthChecker.run()` paces them for `seconds`."""
+    """Two warm-up cycles an interval apart (the first opens the check connections, the
+    second runs while the primary watches the first started open theirs), then cycles as
+    `HealthChecker.run()` paces them for `seconds`."""
+    await hc.cycle()
+    await asyncio.sleep(interval)
     await hc.cycle()
     REC.reset()
     loop = asyncio.get_running_loop()
     cycles: list[float] = []
+    pauses = GcPauses()
     host0, servers0 = _host_cpu(), _servers_cpu_s()
     cpu0, t0 = time.process_time(), loop.time()
-    while loop.time() - t0 < seconds:
-        started = loop.time()
-        await hc.cycle()
-        took = loop.time() - started
-        cycles.append(took)
-        await asyncio.sleep(max(0.0, interval - took))
+    with pauses:
+        while loop.time() - t0 < seconds:
+            started = loop.time()
+            await hc.cycle()
+            took = loop.time() - started
+            cycles.append(took)
+            await asyncio.sleep(max(0.0, interval - took))
     wall, cpu = loop.time() - t0, time.process_time() - cpu0
     host1, servers_cpu = _host_cpu(), _servers_cpu_s() - servers0
     host_busy = (host1[0] - host0[0]) / max(1.0, host1[1] - host0[1])
@@ -349,6 +386,8 @@ async def measure(hc: HealthChecker, seconds: float, interval: float) -> dict[st
             "analysis_and_rest": round(percentile(rest, 50) * 1000, 2),
         },
         "pacing_window_ms": round(1000 * window, 1),
+        "gc_thresholds": gc.get_threshold(),
+        "gc": pauses.summary(),
     }
 
 
@@ -453,6 +492,8 @@ async def ramp(
 
 async def main(args: argparse.Namespace) -> None:
     configure_logging(json=True, level="info")
+    if args.gc == "default":
+        gc.set_threshold(700, 10, 10)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per tablet
     biggest = max([args.tablets] + [int(x) for x in args.ramp.split(",") if x.strip()])
@@ -595,6 +636,11 @@ async def run(etcd: str, fleet: Fleet, n_servers: int, args: argparse.Namespace)
         f"{r['host_cpu_busy_fraction'] * 100:.0f}% busy; the MariaDB servers used "
         f"{r['servers_cpu_ms_per_check']} ms of CPU per check"
     )
+    collections = ", ".join(
+        f"{g} {v['collections']} (max {v['max_ms']} ms, total {v['total_ms']} ms)"
+        for g, v in r["gc"].items()
+    )
+    log(f"  garbage collections {r['gc_thresholds']}: {collections or 'none'}")
     ramp_runs: list[dict[str, Any]] = []
     if not args.no_ramp:
         log("")
@@ -652,6 +698,11 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--concurrency", type=int, default=Settings().health_concurrency)
+    p.add_argument(
+        "--gc", choices=("tuned", "default"), default="tuned",
+        help="garbage collector thresholds: the service's (orchestrator.runtime) or the "
+        "interpreter's defaults (700, 10, 10), for comparison",
+    )  # fmt: skip
     p.add_argument(
         "--spread",
         type=float,

@@ -46,6 +46,7 @@ def add_serve_parser(sub: Any) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from orchestrator.logs import configure_logging
+    from orchestrator.runtime import tune_gc
     from orchestrator.service import run_service
 
     overrides: dict[str, Any] = {
@@ -62,4 +63,5 @@ def serve(args: argparse.Namespace) -> int:
         print(f"orchestrator serve: bad settings: {e}", file=sys.stderr)
         return 2
     configure_logging(json=settings.log_json, level=settings.log_level)
+    tune_gc()
     return run_service(settings)

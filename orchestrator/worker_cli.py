@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrator.runtime import tune_gc
 from orchestrator.settings import Settings, SettingsError
 
 WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -58,6 +59,7 @@ def run_worker(args: argparse.Namespace) -> int:
         print(f"orchestrator worker: bad settings: {e}", file=sys.stderr)
         return 2
     configure_logging(json=settings.log_json, level=settings.log_level)
+    tune_gc()
     asyncio.run(_main(settings))
     return 0
 

@@ -16,9 +16,9 @@ from orchestrator.settings import Settings
 
 def test_pacing_window_grows_with_the_fleet_up_to_the_spread() -> None:
     assert pacing_window(3, 1.0, 0.8) == pytest.approx(3 * PACING_PER_CHECK_S)
-    assert pacing_window(2000, 1.0, 0.8) == pytest.approx(0.5)
-    assert pacing_window(5000, 1.0, 0.8) == pytest.approx(0.8)  # 6,250 starts a second
-    assert pacing_window(5000, 2.0, 0.8) == pytest.approx(1.25)
+    assert pacing_window(500, 1.0, 0.8) == pytest.approx(0.5)
+    assert pacing_window(2000, 1.0, 0.8) == pytest.approx(0.8)  # 2,500 starts a second
+    assert pacing_window(2000, 2.0, 0.8) == pytest.approx(1.6)
     assert pacing_window(5000, 1.0, 0.0) == 0.0
 
 
@@ -40,7 +40,7 @@ async def test_passes_start_spread_over_the_window_and_all_finish() -> None:
 
     t0 = loop.time()
     passes = [job(i) for i in range(100)]
-    await HealthChecker._check_shards(checker, passes, tablets=2000)  # window 0.5 s
+    await HealthChecker._check_shards(checker, passes, tablets=500)  # window 0.5 s
     took = loop.time() - t0
     assert sorted(finished) == list(range(100))
     offsets = [s - t0 for s in started]
