@@ -3,23 +3,23 @@ owns, analyse those shards, and start their recoveries.
 
 One cycle:
   1. read the topology once: keyspaces, shards, tablets, held shard locks (a handful of etcd
-     reads per cycle, whatever the number of tablets), and the recovery pauses
-  2. per shard this instance checks (`ownership`: the shards it owns by rendezvous hashing over
+     reads per cycle, whatever the number of tablets)
+  2. on the leader, after it became leader and every 30 s (sooner when a record left by a
+     holder that just died can be judged): mark `interrupted` the workflow records whose
+     holder is gone; every 60 s: bound the recovery log (`Recoveries.maintain`); every cycle:
+     clear the maintenance tags of windows that have ended (a compare-and-swap of the tablet
+     record, so an extension written meanwhile is kept). Then read the recovery pauses
+  3. per shard this instance checks (`ownership`: the shards it owns by rendezvous hashing over
      the live instances, and for a moment those it just lost), one pass: check its tablets in
      parallel, each bounded by `health_timeout_s`, on connections of the checker's own (a check
      never waits behind a workflow's statement); analyse the shard (`analysis.analyze`); let
      `recovery.Recoveries` decide and say so in one sentence (it recovers the shards this
      instance owns). The passes start spread over part of the interval (`pacing_window`), at
      most `health_concurrency` checks at a time
-  3. on the leader, after it became leader and every 30 s (sooner when a record left by a
-     holder that just died can be judged): mark `interrupted` the workflow records whose
-     holder is gone; every 60 s: bound the recovery log (`Recoveries.maintain`); every cycle:
-     clear the maintenance tags of windows that have ended (a compare-and-swap of the tablet
-     record, so an extension written meanwhile is kept)
 
 A change of the live instances (one died, one joined) runs a cycle at once. With
 `health_share_shards` off every instance checks every tablet and only the leader recovers (the
-behaviour before sharing). The sweeps and maintenance of step 3 stay on the leader either way:
+behaviour before sharing). The sweeps and maintenance of step 2 stay on the leader either way:
 they are a few etcd reads per 30-60 s for the whole fleet, not worth dividing.
 """
 
@@ -218,6 +218,10 @@ class HealthChecker:
         checked_shards = {s.key for s in topo.shards if own.checks(s.key)}
         checked = [t for t in topo.tablets if f"{t.keyspace}/{t.shard}" in checked_shards]
         await self._forget_unchecked(topo.tablets, checked)
+        if self.service.election.is_leader:  # before the analyses, which see what it marks
+            await self._sweep_interrupted(topo.locks)
+            await self.recovery.maintain(self.service.election.terms)
+            await self._end_expired_maintenance(topo.tablets)
         control = await load_control(self.store)
         self.control = control
         paused: dict[tuple[str, str], bool] = {}
@@ -233,10 +237,6 @@ class HealthChecker:
 
         await self._check_shards([shard_pass(s) for s in shards], len(checked))
         self.primary_watch.follow([s for s in shards if self.recovers(s.key)[0]], topo.tablets)
-        if self.service.election.is_leader:
-            await self._sweep_interrupted(topo.locks)
-            await self.recovery.maintain(self.service.election.terms)
-            await self._end_expired_maintenance(topo.tablets)
         for key in set(self._problems) - checked_shards:
             del self._problems[key]
         for key in set(self.checking_since) - checked_shards:
