@@ -84,8 +84,28 @@ def etcd_binary() -> str:
     return path
 
 
+BIND_ATTEMPTS = 3
+
+
 async def start_etcd(base_dir: Path, *, members: int = 1) -> list[EtcdServer]:
-    """Start `members` etcd servers forming one cluster; returns when all answer."""
+    """Start `members` etcd servers forming one cluster; returns when all answer.
+
+    A free port is picked before etcd binds it, so another process may take it meanwhile
+    (seen once in a full test run: "bind: address already in use"): then the cluster is
+    started again on new ports, up to `BIND_ATTEMPTS` times."""
+    for attempt in range(BIND_ATTEMPTS):
+        try:
+            return await _start_etcd_once(base_dir, members)
+        except LaunchError as e:
+            if "address already in use" not in str(e) or attempt == BIND_ATTEMPTS - 1:
+                raise
+            for i in range(members):
+                shutil.rmtree(base_dir / f"etcd{i}", ignore_errors=True)
+                (base_dir / f"etcd{i}.log").unlink(missing_ok=True)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _start_etcd_once(base_dir: Path, members: int) -> list[EtcdServer]:
     base_dir.mkdir(parents=True, exist_ok=True)
     servers = []
     for i in range(members):
