@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import percentile
+from mysqlctl import pipeline
 from mysqlctl.client import MysqlClient, MysqlParams
 from mysqlctl.flavor import MARIADB
 
@@ -49,6 +50,7 @@ VARIANTS = (
     "asyncmy-cheap",
     "asyncmy-cheap-prepared",
     "asyncmy-prepared",
+    "asyncmy-pipelined",
     "client",
 )
 CHEAP_FULL_EVERY = 10
@@ -124,6 +126,16 @@ async def _sets_prepared(c: _Conn, queries: tuple[str, ...]) -> list[list[dict[s
     return out
 
 
+async def _sets_pipelined(c: _Conn, queries: tuple[str, ...]) -> list[list[dict[str, Any]]]:
+    statements = []
+    for sql in queries:
+        st = c.prepared.get(sql)
+        if st is None:
+            st = c.prepared[sql] = await c.raw.prepare(sql)
+        statements.append(st)
+    return await pipeline.execute_pipelined(c.raw, statements)
+
+
 Reader = Callable[[Any, tuple[str, ...]], Awaitable[list[list[dict[str, Any]]]]]
 
 
@@ -192,6 +204,12 @@ def _probe(variant: str) -> Callable[[Any], Awaitable[Any]]:
             return MARIADB.parse_status(await _sets_prepared(c, _FULL))
 
         return asyncmy_prepared
+    if variant == "asyncmy-pipelined":
+
+        async def asyncmy_pipelined(c: _Conn) -> Any:
+            return MARIADB.parse_status(await _sets_pipelined(c, _FULL))
+
+        return asyncmy_pipelined
     readers: dict[str, Reader] = {
         "aiomysql-cheap": lambda c, q: _sets_aiomysql(c.raw, q),
         "asyncmy-cheap": lambda c, q: _sets_asyncmy(c.raw, q),

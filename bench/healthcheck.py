@@ -308,14 +308,17 @@ class GcPauses:
 
     def __init__(self) -> None:
         self.by_generation: dict[int, list[float]] = {}
-        self._started = 0.0
+        self.cpu_by_generation: dict[int, list[float]] = {}
+        self._started = self._started_cpu = 0.0
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started, self._started_cpu = time.perf_counter(), time.thread_time()
         else:
             took = time.perf_counter() - self._started
             self.by_generation.setdefault(info["generation"], []).append(took)
+            cpu = time.thread_time() - self._started_cpu
+            self.cpu_by_generation.setdefault(info["generation"], []).append(cpu)
 
     def __enter__(self) -> GcPauses:
         gc.callbacks.append(self._callback)
@@ -327,7 +330,8 @@ class GcPauses:
     def summary(self) -> dict[str, Any]:
         return {
             f"gen{g}": {"collections": len(ds), "max_ms": round(max(ds) * 1000, 1),
-                        "total_ms": round(sum(ds) * 1000, 1)}
+                        "total_ms": round(sum(ds) * 1000, 1),
+                        "cpu_max_ms": round(max(self.cpu_by_generation[g]) * 1000, 1)}
             for g, ds in sorted(self.by_generation.items())
         }  # fmt: skip
 
@@ -384,6 +388,11 @@ async def measure(hc: HealthChecker, seconds: float, interval: float) -> dict[st
             "topology_read": round(percentile(REC.topo_read, 50) * 1000, 2),
             "checks_and_analysis": round(percentile(REC.check_all, 50) * 1000, 2),
             "analysis_and_rest": round(percentile(rest, 50) * 1000, 2),
+        },
+        "phase_ms_max": {
+            "topology_read": round(max(REC.topo_read, default=0.0) * 1000, 2),
+            "checks_and_analysis": round(max(REC.check_all, default=0.0) * 1000, 2),
+            "analysis_and_rest": round(max(rest, default=0.0) * 1000, 2),
         },
         "pacing_window_ms": round(1000 * window, 1),
         "gc_thresholds": gc.get_threshold(),
@@ -498,7 +507,10 @@ async def main(args: argparse.Namespace) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per tablet
     biggest = max([args.tablets] + [int(x) for x in args.ramp.split(",") if x.strip()])
     servers_used = max(args.per_shard, args.servers // args.per_shard * args.per_shard)
-    max_conn = math.ceil(biggest / servers_used * 1.6) + 50  # ramp midpoints, replication, slack
+    # Check connections (ramp midpoints included), plus the primary watches' (one per shard,
+    # all on each replication group's first server: `Fleet.shard`), replication and slack.
+    watches = math.ceil(biggest / args.per_shard / max(1, servers_used // args.per_shard))
+    max_conn = math.ceil(biggest / servers_used * 1.6) + watches + 50
     with tempfile.TemporaryDirectory(prefix="bench-health-") as d:
         t = time.monotonic()
         (etcd,) = await start_etcd(Path(d) / "etcd")
@@ -631,13 +643,18 @@ async def run(etcd: str, fleet: Fleet, n_servers: int, args: argparse.Namespace)
         f"analysis {ph['checks_and_analysis']} ms (starts spread over {r['pacing_window_ms']} ms), "
         f"the rest {ph['analysis_and_rest']} ms"
     )
+    mx = r["phase_ms_max"]
+    log(
+        f"  cycle phases (max): topology read {mx['topology_read']} ms, checks and analysis "
+        f"{mx['checks_and_analysis']} ms, the rest {mx['analysis_and_rest']} ms"
+    )
     log(
         f"  host ({r['host_cpus']} CPUs, shared with the MariaDB servers): "
         f"{r['host_cpu_busy_fraction'] * 100:.0f}% busy; the MariaDB servers used "
         f"{r['servers_cpu_ms_per_check']} ms of CPU per check"
     )
     collections = ", ".join(
-        f"{g} {v['collections']} (max {v['max_ms']} ms, total {v['total_ms']} ms)"
+        f"{g} {v['collections']} (max {v['max_ms']} ms, total {v['total_ms']} ms, max CPU {v['cpu_max_ms']} ms)"
         for g, v in r["gc"].items()
     )
     log(f"  garbage collections {r['gc_thresholds']}: {collections or 'none'}")

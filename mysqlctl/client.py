@@ -29,6 +29,7 @@ from asyncmy import errors as driver_errors
 from asyncmy.connection import Connection as DriverConnection
 from asyncmy.cursors import DictCursor
 
+from mysqlctl import pipeline
 from mysqlctl.errors import (
     MysqlError,
     MysqlServerError,
@@ -216,19 +217,22 @@ class MysqlClient:
     # -- status -------------------------------------------------------------------------------
 
     async def status(self, *, timeout: float | None = None) -> ServerStatus:
-        """One snapshot: the flavor's status statements in order, one round trip each (a last
-        one only when errant GTIDs need confirming, see :meth:`Flavor.recheck_errant`).
+        """One snapshot: the flavor's status statements in order, sent together in one write
+        (a last round trip only when errant GTIDs need confirming, see
+        :meth:`Flavor.recheck_errant`).
 
         Health checks call this for every tablet every second, so its cost bounds how many
         tablets one process checks. Each statement is prepared once per connection and then
         executed in the binary protocol: the driver recognises the column definitions it parsed
         at the first execution and reuses them, where the text protocol had it parse all 54 of
-        ``SHOW SLAVE STATUS`` on every check (most of a check's CPU). Every execution still
-        reads the server's current state; nothing is cached but the columns' descriptions.
+        ``SHOW SLAVE STATUS`` on every check (most of a check's CPU). The executions are
+        pipelined (:mod:`mysqlctl.pipeline`): one write instead of one per statement, the
+        largest part of what a check cost after that. Every execution still reads the server's
+        current state; nothing is cached but the columns' descriptions.
         """
 
         async def work(conn: Connection, flavor: Flavor) -> ServerStatus:
-            results = [await self._fetch_prepared(conn, sql) for sql in flavor.status_queries()]
+            results = await self._fetch_prepared_all(conn, flavor.status_queries())
             snapshot = flavor.parse_status(results)
             if not snapshot.errant.is_empty():
                 rows = await _fetch(conn, flavor.applied_position())
@@ -699,11 +703,27 @@ class MysqlClient:
             self._drop(conn, kill=True)
             raise
 
-    async def _fetch_prepared(self, conn: Connection, sql: str) -> list[dict[str, Any]]:
-        """Run an argument-free query as a prepared statement of the shared connection,
-        preparing it on first use. A server that refuses to prepare it (at
-        ``max_prepared_stmt_count``, or a statement it cannot prepare) gets it in the text
-        protocol on this connection from then on: a check must not fail for that."""
+    async def _fetch_prepared_all(
+        self, conn: Connection, queries: Sequence[str]
+    ) -> list[list[dict[str, Any]]]:
+        """Run argument-free queries as prepared statements of the shared connection, all in
+        one write when every one of them is prepared (:mod:`mysqlctl.pipeline`: one write and
+        one wake-up per check instead of one per statement); otherwise one at a time."""
+        statements = [await self._prepared_statement(conn, sql) for sql in queries]
+        if _TEXT_PROTOCOL not in statements and pipeline.pipelines(conn):
+            return await pipeline.execute_pipelined(conn, statements)
+        return [
+            await _fetch(conn, Statement(sql))
+            if statement is _TEXT_PROTOCOL
+            else (await pipeline.execute_each([statement]))[0]
+            for sql, statement in zip(queries, statements, strict=True)
+        ]
+
+    async def _prepared_statement(self, conn: Connection, sql: str) -> Any:
+        """The connection's prepared statement for an argument-free query, prepared on first
+        use. A server that refuses to prepare it (at ``max_prepared_stmt_count``, or a
+        statement it cannot prepare) gets it in the text protocol on this connection from then
+        on (``_TEXT_PROTOCOL``): a check must not fail for that."""
         statement: Any = self._prepared.get(sql)
         if statement is None:
             try:
@@ -713,11 +733,7 @@ class MysqlClient:
                     raise
                 statement = _TEXT_PROTOCOL
             self._prepared[sql] = statement
-        if statement is _TEXT_PROTOCOL:
-            return await _fetch(conn, Statement(sql))
-        result = await statement.execute()
-        names = [column[0] for column in result.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in result.rows or ()]
+        return statement
 
     def _drop(self, conn: Connection, *, kill: bool = False) -> None:
         """Forget a connection whose state is unknown; remember its server thread if the

@@ -79,7 +79,7 @@ class Statement:
         return self.render()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ReplicationStatus:
     """A replica's replication state, flavor-neutral.
 
@@ -127,7 +127,7 @@ class ReplicationStatus:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServerStatus:
     """One snapshot of a server, read by one call (health checks poll it often).
 

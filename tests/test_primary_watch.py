@@ -1,6 +1,7 @@
 """The pure parts of event-driven detection (`orchestrator.health.primary_watch`): which
 primaries are watched, which replicas are asked again, and how watches follow the topology and
-stop. The watch against real servers is in tests/service/test_event_detection.py."""
+stop; and, against a real server, that watches started together do not wake together. The
+watch's detection against real servers is in tests/service/test_event_detection.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import asyncio
 import dataclasses
 from types import SimpleNamespace
 
-from orchestrator.health.primary_watch import PrimaryWatches, WatchTarget, still_connected, targets
+from mysqlctl import MysqlClient
+from orchestrator.health.primary_watch import (
+    HOLD_JITTER,
+    HOLD_S,
+    PrimaryWatches,
+    WatchTarget,
+    still_connected,
+    targets,
+)
 from orchestrator.settings import Settings
+from tests.fixtures_mysql import MariadbFactory, mysql_params_for
 from tests.test_health_analysis import down, repl, tablet, up
-from topo.records import Shard, TabletType
+from topo.records import Shard, Tablet, TabletType
 
 PRIMARY = tablet("zone1-101", TabletType.PRIMARY)
 TABLETS = [PRIMARY, tablet("zone1-102"), tablet("zone1-103"), tablet("zone1-104", TabletType.SPARE)]
@@ -114,3 +124,38 @@ def test_the_setting_reads_from_the_environment() -> None:
     assert Settings().health_event_detection is True
     off = Settings.load(environ={"ORC_HEALTH_EVENT_DETECTION": "off"})
     assert off.health_event_detection is False
+
+
+async def test_watches_started_together_sleep_for_different_lengths(
+    mariadb_factory: MariadbFactory,
+) -> None:
+    """Against a real server: six watches started by one `follow` each hold a sleeping query
+    of a random length within [HOLD_JITTER, 1] x HOLD_S, so they do not all wake together."""
+    (server,) = await mariadb_factory(1)
+    settings = Settings(mysql_user=server.admin_user, mysql_password=server.admin_password)
+    watches = PrimaryWatches(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    shards, tablets = [], []
+    for n in range(6):
+        primary = Tablet(alias=f"zone1-{200 + n}", keyspace=f"ks{n}", shard="0",
+                         type=TabletType.PRIMARY, mysql_host=server.host,
+                         mysql_port=server.port)  # fmt: skip
+        shards.append(Shard(keyspace=f"ks{n}", name="0", primary_alias=primary.alias))
+        tablets.append(primary)
+    async with MysqlClient(mysql_params_for(server)) as observer:
+        watches.follow(shards, tablets)
+        try:
+            holds: list[float] = []
+            for _ in range(100):
+                rows = await observer.fetch_all(
+                    "SELECT info FROM information_schema.processlist"
+                    " WHERE info LIKE 'SELECT SLEEP(%%'"
+                )
+                holds = [float(str(r["info"]).split("(")[1].split(")")[0]) for r in rows]
+                if len(holds) == 6:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(holds) == 6, holds
+            assert all(HOLD_S * HOLD_JITTER <= h <= HOLD_S for h in holds), holds
+            assert len(set(holds)) > 1, holds
+        finally:
+            await watches.stop()

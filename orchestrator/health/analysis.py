@@ -107,7 +107,7 @@ class ProblemKind(enum.StrEnum):
     NO_SERVING_REPLICA = "ShardHasNoServingReplica"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TabletHealth:
     """The latest health check of one tablet: its status if it answered, else why not."""
 

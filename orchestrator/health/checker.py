@@ -42,6 +42,7 @@ from orchestrator.health.control import load as load_control
 from orchestrator.health.ownership import Ownership
 from orchestrator.health.primary_watch import PrimaryWatches
 from orchestrator.health.recovery import Recoveries, mark_interrupted_workflows
+from orchestrator.runtime import collect_between_cycles
 from topo.errors import TopoError
 from topo.records import Keyspace, LockInfo, Shard, Tablet
 from workflows.common import MAINTENANCE_TAG, iso8601, maintenance_of
@@ -58,6 +59,9 @@ PACING_TICK_S = 0.005
 # A cycle's checks are started no faster than one per this much of the window, so a small
 # fleet (a few shards) is checked at once and only a large one (hundreds of tablets) is spread.
 PACING_PER_CHECK_S = 0.001
+# Behind schedule by more than this, the loop was stalled (a garbage collection, a burst of
+# other work): the remaining starts shift by the delay instead of all starting at once.
+PACING_STALL_S = 0.02
 
 
 def pacing_window(tablets: int, interval_s: float, spread: float) -> float:
@@ -106,6 +110,7 @@ class HealthChecker:
         self.cycled = asyncio.Event()
         self.last_cycle_at = 0.0
         self.last_cycle_ms = 0.0
+        self.last_stalls_ms = 0.0  # how far the last cycle's starts moved back (_check_shards)
         self._swept_term = -1
         self._next_sweep_at = 0.0
         self._sweep_locks: dict[str, LockInfo] = {}
@@ -250,6 +255,7 @@ class HealthChecker:
         self.last_cycle_at = time.time()
         self.cycled.set()
         self.cycled = asyncio.Event()
+        collect_between_cycles()  # rather than amid the next cycle's checks (orchestrator.runtime)
 
     async def _check_shards(
         self, passes: list[Callable[[], Coroutine[Any, Any, None]]], tablets: int
@@ -258,17 +264,25 @@ class HealthChecker:
         cycle's pacing window (`pacing_window`): a fleet's checks all started at once would
         queue behind each other and the host, and the last of them would wait far longer than
         a check takes. Each shard is analysed as soon as its own tablets are checked, so
-        spreading delays no verdict: a shard is checked every interval, at its own moment."""
+        spreading delays no verdict: a shard is checked every interval, at its own moment.
+
+        After a stall of the event loop (`PACING_STALL_S`), the passes that fell due meanwhile
+        are not started all at once: the rest of the schedule moves back by the delay. A burst
+        of hundreds of checks would queue them behind each other (the stall would have cost
+        every one of them its length again); a cycle longer by the stall costs nothing."""
         loop = asyncio.get_running_loop()
         window = pacing_window(tablets, self.settings.health_interval_s,
                                self.settings.health_spread)  # fmt: skip
-        started = loop.time()
+        started = first = loop.time()
         async with asyncio.TaskGroup() as tg:
             for i, run_pass in enumerate(passes):
                 delay = started + window * i / len(passes) - loop.time()
                 if delay > PACING_TICK_S:  # start the passes due within a tick together
                     await asyncio.sleep(delay)
+                elif delay < -PACING_STALL_S:
+                    started -= delay
                 tg.create_task(run_pass())
+        self.last_stalls_ms = round((started - first) * 1000, 1)
 
     async def _check_shard(
         self, shard: Shard, tablets: list[Tablet], topo: Topology, control: RecoveryControl,
