@@ -38,6 +38,7 @@ from bench.writer import BenchWriter
 from mysqlctl.client import MysqlClient, MysqlParams
 from orchestrator.local import cluster
 from orchestrator.local.cluster import ClusterSpec, ClusterState
+from orchestrator.local.mariadb import MariadbServer
 from orchestrator.logs import configure_logging
 from topo.records import Durability, TabletType
 from workflows.emergency_reparent import EmergencyReparentOptions, emergency_reparent_shard
@@ -105,6 +106,12 @@ async def restore(state: ClusterState, env: WorkflowEnv, alias: str) -> bool:
 REBUILT_DATABASES = ("bench", "_vt")  # everything the bench and the workflows write
 
 
+def _client_args(server: MariadbServer) -> list[str]:
+    """The admin user's connection options for MariaDB's command-line clients."""
+    return [f"--host={server.host}", f"--port={server.port}",
+            f"--user={server.admin_user}", f"--password={server.admin_password}"]  # fmt: skip
+
+
 async def rebuild(state: ClusterState, alias: str, source_alias: str) -> None:
     """Make a diverged server an exact copy of `source` again, as an operator would rebuild
     one, so that 20 failovers do not use up the tablets: its replication reset, its binlog
@@ -124,18 +131,14 @@ async def rebuild(state: ClusterState, alias: str, source_alias: str) -> None:
     finally:
         await c.close()
     dump = await asyncio.create_subprocess_exec(
-        "mariadb-dump", f"--host={source.host}", f"--port={source.port}",
-        f"--user={source.admin_user}", f"--password={source.admin_password}",
-        "--single-transaction", "--gtid", "--master-data=1", "--databases", *REBUILT_DATABASES,
+        "mariadb-dump", *_client_args(source), "--single-transaction", "--gtid", "--master-data=1", "--databases", *REBUILT_DATABASES,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     text, err = await dump.communicate()
     if dump.returncode != 0:
         raise RuntimeError(f"mariadb-dump failed: {err.decode(errors='replace').strip()}")
     load = await asyncio.create_subprocess_exec(
-        "mariadb", f"--host={server.host}", f"--port={server.port}",
-        f"--user={server.admin_user}", f"--password={server.admin_password}",
-        "--init-command=SET sql_log_bin = 0",
+        "mariadb", *_client_args(server), "--init-command=SET sql_log_bin = 0",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -294,7 +297,7 @@ def plot(path: str, results: list[dict[str, Any]]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is not installed (pip install '.[bench]'); no PNG written")
+        log("matplotlib is not installed (pip install -e '.[bench]'); no PNG written")
         return
     fig, axes = plt.subplots(len(results), 1, figsize=(12, 3.5 * len(results)), squeeze=False)
     for ax, res in zip(axes[:, 0], results, strict=True):

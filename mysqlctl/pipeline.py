@@ -16,6 +16,7 @@ the statements one at a time (:func:`execute_each`), with the same results.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,8 +28,19 @@ Rows = list[dict[str, Any]]
 
 def pipelines(conn: Connection) -> bool:
     """Whether this driver connection has what :func:`execute_pipelined` uses."""
-    return all(hasattr(conn, name) for name in ("_write_bytes", "_next_seq_id", "_result")) and (
-        hasattr(MySQLResult, "read_binary") and hasattr(PreparedStatement, "_complete_result")
+    kind: Any = type(conn)  # (the driver's stub declares its instances unhashable)
+    return _driver_pipelines(kind)
+
+
+@functools.cache
+def _driver_pipelines(connection_type: type) -> bool:
+    """Once per connection class: a check asks for every tablet every second."""
+    connection = ("_write_bytes", "_next_seq_id", "_result", "_connected")
+    statement = ("_execute_header", "_complete_result")
+    return (
+        all(hasattr(connection_type, name) for name in connection)
+        and all(hasattr(PreparedStatement, name) for name in statement)
+        and hasattr(MySQLResult, "read_binary")
     )
 
 
