@@ -654,7 +654,8 @@ async def run(etcd: str, fleet: Fleet, n_servers: int, args: argparse.Namespace)
         f"{r['servers_cpu_ms_per_check']} ms of CPU per check"
     )
     collections = ", ".join(
-        f"{g} {v['collections']} (max {v['max_ms']} ms, total {v['total_ms']} ms, max CPU {v['cpu_max_ms']} ms)"
+        f"{g} {v['collections']} (max {v['max_ms']} ms, total {v['total_ms']} ms, "
+        f"max CPU {v['cpu_max_ms']} ms)"
         for g, v in r["gc"].items()
     )
     log(f"  garbage collections {r['gc_thresholds']}: {collections or 'none'}")

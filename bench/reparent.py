@@ -131,7 +131,8 @@ async def rebuild(state: ClusterState, alias: str, source_alias: str) -> None:
     finally:
         await c.close()
     dump = await asyncio.create_subprocess_exec(
-        "mariadb-dump", *_client_args(source), "--single-transaction", "--gtid", "--master-data=1", "--databases", *REBUILT_DATABASES,
+        "mariadb-dump", *_client_args(source), "--single-transaction", "--gtid",
+        "--master-data=1", "--databases", *REBUILT_DATABASES,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     text, err = await dump.communicate()
