@@ -114,26 +114,23 @@ async def _sets_asyncmy(conn: Any, queries: tuple[str, ...]) -> list[list[dict[s
     return out
 
 
-async def _sets_prepared(c: _Conn, queries: tuple[str, ...]) -> list[list[dict[str, Any]]]:
+async def _statements(c: _Conn, queries: tuple[str, ...]) -> list[Any]:
+    """The connection's prepared statements for `queries`, prepared on first use."""
     out = []
     for sql in queries:
         st = c.prepared.get(sql)
         if st is None:
             st = c.prepared[sql] = await c.raw.prepare(sql)
-        result = await st.execute()
-        names = [d[0] for d in result.description or ()]
-        out.append([dict(zip(names, row, strict=True)) for row in result.rows or ()])
+        out.append(st)
     return out
 
 
+async def _sets_prepared(c: _Conn, queries: tuple[str, ...]) -> list[list[dict[str, Any]]]:
+    return await pipeline.execute_each(await _statements(c, queries))
+
+
 async def _sets_pipelined(c: _Conn, queries: tuple[str, ...]) -> list[list[dict[str, Any]]]:
-    statements = []
-    for sql in queries:
-        st = c.prepared.get(sql)
-        if st is None:
-            st = c.prepared[sql] = await c.raw.prepare(sql)
-        statements.append(st)
-    return await pipeline.execute_pipelined(c.raw, statements)
+    return await pipeline.execute_pipelined(c.raw, await _statements(c, queries))
 
 
 Reader = Callable[[Any, tuple[str, ...]], Awaitable[list[list[dict[str, Any]]]]]
