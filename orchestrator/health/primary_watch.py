@@ -64,7 +64,7 @@ log = structlog.get_logger(__name__)
 # or the server thread of a watch that was stopped mid-sleep, lingers. Each sleep lasts a
 # random part of it, between HOLD_JITTER and all of it: watches started together (a fleet's,
 # by one cycle) would otherwise all wake together every HOLD_S, a burst that stalled the
-# event loop for 100-150 ms every 10 s at 1,667 primaries (`bench.healthcheck --tablets 5000`).
+# event loop for 100-180 ms every 10 s at 1,667 primaries (`bench.healthcheck --tablets 5000`).
 HOLD_S = 10
 HOLD_JITTER = 0.5
 # Client-side deadline beyond the sleep (the server answers first when it is alive).
