@@ -243,9 +243,15 @@ class MysqlClient:
 
     async def primary_position(self, *, timeout: float | None = None) -> Position:
         """Everything the server executed (``gtid_binlog_pos`` / ``gtid_executed``)."""
+        return await self._read_position(lambda flavor: flavor.primary_position(), timeout)
+
+    async def _read_position(
+        self, statement: Callable[[Flavor], Statement], timeout: float | None
+    ) -> Position:
+        """One of the flavor's position reads (``statement`` picks which), parsed."""
 
         async def work(conn: Connection, flavor: Flavor) -> Position:
-            rows = await _fetch(conn, flavor.primary_position())
+            rows = await _fetch(conn, statement(flavor))
             return flavor.parse_position(rows[0]["position"])
 
         return await self._run(work, timeout=timeout, retry=True)
@@ -449,9 +455,12 @@ class MysqlClient:
         if position.is_empty():
             return
         # A server that wrote (or already holds) the transactions itself has them in its own
-        # executed position; MariaDB's MASTER_GTID_WAIT looks only at what replication applied
-        # and would wait for ever on the origin (a rerun after a crash after promotion).
-        if (await self.primary_position()).contains(position):
+        # committed position; MariaDB's MASTER_GTID_WAIT looks only at what replication applied
+        # and would wait for ever on the origin (a rerun after a crash after promotion). Not the
+        # executed position: on a MariaDB replica a transaction is there before its rows are
+        # visible, and a caller reading the replica next would miss them.
+        committed = await self._read_position(lambda flavor: flavor.committed_position(), None)
+        if committed.contains(position):
             return
         flavor = await self.flavor()
         statement = flavor.wait_for_position(position, timeout)

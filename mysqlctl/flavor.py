@@ -182,6 +182,15 @@ class Flavor(abc.ABC):
         """A SELECT returning one row with column ``position``: what replication applied."""
 
     @abc.abstractmethod
+    def committed_position(self) -> Statement:
+        """A SELECT returning one row with column ``position``: every transaction whose
+        commit is visible to a reader, whether written here or replicated here.
+
+        Not :meth:`primary_position`: MariaDB adds a replicated transaction to
+        ``gtid_binlog_pos`` when it writes the binlog, before the engine commit makes its rows
+        visible, so that position can hold a transaction a SELECT does not see yet."""
+
+    @abc.abstractmethod
     def status_queries(self) -> tuple[str, ...]:
         """Statements without arguments whose result sets :meth:`parse_status` reads; the
         client runs them in this order, each as a prepared statement of its connection."""
@@ -266,6 +275,11 @@ class MariadbFlavor(Flavor):
 
     def applied_position(self) -> Statement:
         return Statement("SELECT @@GLOBAL.gtid_slave_pos AS position")
+
+    def committed_position(self) -> Statement:
+        # Per domain: the server's own last binlog GTID if it is newer, else gtid_slave_pos,
+        # which a replicated transaction joins only once it has committed.
+        return Statement("SELECT @@GLOBAL.gtid_current_pos AS position")
 
     def status_queries(self) -> tuple[str, ...]:
         # gtid_binlog_pos is read before gtid_slave_pos: a replicated commit updates them in that
@@ -396,6 +410,10 @@ class Mysql8Flavor(Flavor):
         return Statement("SELECT @@GLOBAL.gtid_executed AS position")
 
     def applied_position(self) -> Statement:
+        return Statement("SELECT @@GLOBAL.gtid_executed AS position")
+
+    def committed_position(self) -> Statement:
+        # MySQL adds a transaction to gtid_executed after its engine commit.
         return Statement("SELECT @@GLOBAL.gtid_executed AS position")
 
     def status_queries(self) -> tuple[str, ...]:

@@ -207,6 +207,8 @@ def test_position_queries() -> None:
     assert MARIADB.primary_position().render() == "SELECT @@GLOBAL.gtid_binlog_pos AS position"
     assert MARIADB.applied_position().render() == "SELECT @@GLOBAL.gtid_slave_pos AS position"
     assert MYSQL.primary_position().render() == "SELECT @@GLOBAL.gtid_executed AS position"
+    assert MARIADB.committed_position().render() == "SELECT @@GLOBAL.gtid_current_pos AS position"
+    assert MYSQL.committed_position().render() == "SELECT @@GLOBAL.gtid_executed AS position"
 
 
 def test_wait_statements_and_results() -> None:
