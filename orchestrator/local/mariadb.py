@@ -451,10 +451,15 @@ async def _wait_ready(server: MariadbServer, user: str, password: str, timeout: 
 
 
 async def _answers(server: MariadbServer, user: str, password: str) -> bool:
-    """One readiness probe: connect and ``SELECT 1``, giving up after a short while.
+    """One readiness probe: connect and read the server's datadir, giving up after a short
+    while.
 
     Short, because the port may belong to someone else who accepts and never answers (we lost
-    the race for it), and the server's own abort is checked between probes.
+    the race for it), and the server's own abort is checked between probes. The datadir, because
+    the one answering may be another test's fresh server on the port we lost (its template root
+    has no password either): taking it for ours once had the users created on a server that was
+    then stopped under us (CI: "Lost connection" in ``_create_users``). Ours then exits with
+    "Address already in use", and the caller starts again on another port.
     """
     conn = DriverConnection(
         **_root_or_tcp(server, user), user=user, password=password, connect_timeout=0.5
@@ -463,8 +468,9 @@ async def _answers(server: MariadbServer, user: str, password: str) -> bool:
         async with asyncio.timeout(0.5):
             await conn.connect()
             async with conn.cursor() as cursor:
-                await cursor.execute("SELECT 1")
-        return True
+                await cursor.execute("SELECT @@GLOBAL.datadir")
+                (datadir,) = await cursor.fetchone()
+        return Path(datadir).resolve() == server.datadir.resolve()
     except driver_errors.OperationalError as exc:
         if exc.args and exc.args[0] == 1045:
             raise MariadbStartError(
